@@ -1,0 +1,242 @@
+/*
+ * libosmem: megablocks of memory from the operating system, for language runtimes.
+ *
+ * A megablock is OSMEM_MBLOCK_SIZE bytes (1 MiB unless configured otherwise),
+ * aligned to its own size. The library hands out runs of contiguous megablocks,
+ * keeps freed ones in a pool for reuse, and returns pooled memory to the OS on
+ * request. It never prints and never exits: every failure is reported through a
+ * return value and errno.
+ *
+ * Conventions used in the documentation below:
+ *   Thread safety  every call may be made from any thread at any time, and from
+ *                  a child process after fork() (see "Fork" below).
+ *   Init           every call initialises the library lazily on first use;
+ *                  osmem_init() only lets a caller do it at a moment of its choice.
+ *   Complexity     F = number of free ranges in the pool, n = megablocks in the
+ *                  call. No call is ever linear in the size of the heap.
+ *
+ * Fork: the pool lock is held across fork() by pthread_atfork() handlers, so a
+ * child never inherits it locked. The child inherits the library's state as it
+ * was at the fork: megablocks handed out in the parent are handed out in the
+ * child too (as copy-on-write copies) and may be freed there; statistics carry
+ * over. The two processes' pools are independent from then on.
+ */
+#ifndef OSMEM_H
+#define OSMEM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "osmem-config.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define OSMEM_EXTERN __attribute__((visibility("default")))
+#else
+#define OSMEM_EXTERN
+#endif
+
+/* ---------------------------------------------------------------- version */
+
+#define OSMEM_VERSION_MAJOR 0
+#define OSMEM_VERSION_MINOR 1
+#define OSMEM_VERSION_PATCH 0
+/* 0xMMmmpp: compare with >= to test for a minimum version. */
+#define OSMEM_VERSION_HEX                                                   \
+  ((OSMEM_VERSION_MAJOR << 16) | (OSMEM_VERSION_MINOR << 8) | OSMEM_VERSION_PATCH)
+
+/* The version of the library linked at run time, as "MAJOR.MINOR.PATCH". */
+OSMEM_EXTERN const char *osmem_version(void);
+
+/* ------------------------------------------------------------- megablocks */
+
+/* log2 of the megablock size, fixed at configure time (--with-mblock-shift). */
+#define OSMEM_MBLOCK_SHIFT OSMEM_CONFIG_MBLOCK_SHIFT
+#define OSMEM_MBLOCK_SIZE ((size_t)1 << OSMEM_MBLOCK_SHIFT)
+#define OSMEM_MBLOCK_MASK (OSMEM_MBLOCK_SIZE - 1)
+
+/* OSMEM_MBLOCK_SHIFT as compiled into the library. A program built against a
+ * header of another configuration can detect the mismatch with this. */
+OSMEM_EXTERN unsigned osmem_mblock_shift(void);
+
+/*
+ * osmem_init: initialise the library (query page size, NUMA topology, register
+ * fork handlers).
+ * Returns 0. Idempotent and thread-safe: concurrent and repeated calls are
+ * fine and all return the first result. Calling it is optional.
+ * Complexity: O(1) after the first call.
+ */
+OSMEM_EXTERN int osmem_init(void);
+
+/*
+ * osmem_get_mblocks: n contiguous megablocks, aligned to OSMEM_MBLOCK_SIZE,
+ * readable and writable.
+ *
+ * Memory is served from the pool of freed megablocks first (lowest address
+ * first fit), then from the current OS reservation, and only then from a new
+ * OS mapping; a pool hit makes no system call.
+ * Contents: megablocks never handed out before are zero-filled; megablocks
+ * reused from the pool have unspecified contents (they may hold old data, or
+ * read as zero after decommit).
+ *
+ * Returns the first megablock's address, or NULL with errno set to:
+ *   EINVAL  n == 0.
+ *   ENOMEM  n * OSMEM_MBLOCK_SIZE does not fit in a size_t (the product is
+ *           never allowed to wrap), the OS refused to map memory, or the
+ *           library could not allocate its own bookkeeping.
+ * On ENOMEM the out-of-memory handler, if one is installed, is called first
+ * (see osmem_set_oom_handler). On failure the library's state is unchanged.
+ * Complexity: O(log F) plus, rarely, one mmap for a new reservation.
+ */
+OSMEM_EXTERN void *osmem_get_mblocks(size_t n);
+
+/*
+ * osmem_free_mblocks: give n megablocks starting at p back to the pool.
+ *
+ * Megablocks are tracked one by one: any run of megablocks that are all
+ * currently handed out may be freed, including part of a larger run that was
+ * got in one call. Freed memory stays mapped in the pool until reused, until
+ * the pool's resident part passes the decommit threshold (then it is
+ * decommitted with MADV_FREE, or MADV_DONTNEED where MADV_FREE is missing),
+ * or until osmem_release_free_memory().
+ *
+ * Returns 0, or (with the state unchanged and errno untouched):
+ *   EINVAL  n == 0; p is NULL or not aligned to OSMEM_MBLOCK_SIZE;
+ *           p + n * OSMEM_MBLOCK_SIZE overflows; or any megablock of the range
+ *           is not currently handed out by this library (foreign memory, a
+ *           range only partly handed out, or a double free).
+ * Never fails otherwise: the bookkeeping a free needs is set aside when the
+ * megablocks are handed out.
+ * Complexity: O(n / 64 + log F).
+ */
+OSMEM_EXTERN int osmem_free_mblocks(void *p, size_t n);
+
+/*
+ * osmem_release_free_memory: unmap every free range in the pool, returning
+ * its memory and address space to the OS.
+ * Returns the number of bytes unmapped (0 if the pool was empty). A range the
+ * OS refuses to unmap stays in the pool and is not counted.
+ * Complexity: O(F) system calls.
+ */
+OSMEM_EXTERN size_t osmem_release_free_memory(void);
+
+/*
+ * osmem_is_heap: whether p lies in a megablock currently handed out by this
+ * library (GHC's HEAP_ALLOCED). Any pointer value may be passed, including
+ * NULL, stack or foreign pointers.
+ * Lock-free and wait-free: two atomic loads, no system call, O(1). A reader
+ * racing with a get or free of the same megablock sees either state.
+ */
+OSMEM_EXTERN bool osmem_is_heap(const void *p);
+
+/*
+ * osmem_set_decommit_threshold: pooled memory that may still be resident is
+ * decommitted once it exceeds this many bytes. Default 64 MiB. 0 decommits
+ * every free at once; SIZE_MAX never decommits. Lowering it decommits at
+ * once what now exceeds it.
+ * Returns the previous threshold. Complexity: O(F) when lowered, else O(1).
+ */
+OSMEM_EXTERN size_t osmem_set_decommit_threshold(size_t bytes);
+
+/* ------------------------------------------------------------------ NUMA */
+
+/*
+ * osmem_bind_to_node: bind the pages of [p, p + size) to NUMA node `node`
+ * (mbind with MPOL_BIND). Pages already touched stay where they are: bind
+ * before the first touch. p must be page aligned; size is rounded up to pages.
+ * Returns 0, or:
+ *   EINVAL  p is NULL or not page aligned, size is 0, p + size overflows, or
+ *           node is not a node this process may allocate on (see
+ *           osmem_numa_mask). Without NUMA support (no libnuma, or a kernel
+ *           without NUMA) node 0 succeeds as a no-op and every other node is
+ *           EINVAL.
+ *   EFAULT  part of the range is not mapped.
+ *   other   any error mbind(2) reports (for example EIO, ENOMEM).
+ * Complexity: one mbind system call.
+ */
+OSMEM_EXTERN int osmem_bind_to_node(void *p, size_t size, unsigned node);
+
+/*
+ * osmem_get_mblocks_on_node: like osmem_get_mblocks, with the range bound to
+ * `node` before the library touches it. Fresh megablocks are then placed on
+ * that node when first touched; megablocks reused from the pool keep the pages
+ * they already have.
+ * Returns NULL with errno EINVAL for n == 0 or a node as in
+ * osmem_bind_to_node, ENOMEM as for osmem_get_mblocks, or the error of the
+ * failed bind (the megablocks are then returned to the pool).
+ */
+OSMEM_EXTERN void *osmem_get_mblocks_on_node(size_t n, unsigned node);
+
+/* The number of NUMA nodes this process may allocate on (at least 1). */
+OSMEM_EXTERN unsigned osmem_numa_nodes(void);
+
+/* Bit i set = node i may be allocated on. Nodes 64 and above do not fit and
+ * are not shown. Without NUMA support: 1. */
+OSMEM_EXTERN uint64_t osmem_numa_mask(void);
+
+/* ---------------------------------------------------------- machine facts */
+
+/* Physical memory in bytes (sysconf(_SC_PHYS_PAGES) * page size); 0 if the
+ * OS does not say. Cached after the first call. */
+OSMEM_EXTERN uint64_t osmem_physical_memory(void);
+
+/* The OS page size in bytes (sysconf(_SC_PAGESIZE)). */
+OSMEM_EXTERN size_t osmem_page_size(void);
+
+/* The backend chosen at configure time: "posix" or "wasm". */
+OSMEM_EXTERN const char *osmem_backend(void);
+
+/* ------------------------------------------------------------ statistics */
+
+struct osmem_stats {
+  /* megablocks */
+  uint64_t mblocks_in_use;      /* handed out now */
+  uint64_t mblocks_peak;        /* largest mblocks_in_use ever seen */
+  uint64_t mblocks_pooled;      /* freed, kept in the pool for reuse */
+  uint64_t mblocks_pooled_resident; /* of those, not decommitted since the
+                                       last free (an upper bound) */
+  uint64_t pool_ranges;         /* free ranges in the pool (F above) */
+  /* address space */
+  uint64_t bytes_mapped;        /* mapped from the OS now, all uses */
+  uint64_t bytes_reserved_unused; /* mapped, never handed out yet */
+  uint64_t reservations;        /* OS reservations made so far */
+  /* OS calls made so far, successful or not */
+  uint64_t os_maps;             /* mmap (or memory.grow) */
+  uint64_t os_unmaps;           /* munmap */
+  uint64_t os_madvise;          /* madvise (decommit) */
+  uint64_t os_mbind;            /* mbind */
+  /* how reservations were aligned (see docs/design.md) */
+  uint64_t align_hint_hits;     /* placed at the hint address */
+  uint64_t align_exact_hits;    /* an unhinted exact mapping was aligned */
+  uint64_t align_trims;         /* over-allocated and trimmed */
+  uint64_t reserve_retries;     /* a reservation retried at a smaller size */
+  uint64_t reserved_for_abi[8]; /* zero; room to grow without an ABI break */
+};
+
+/*
+ * osmem_stats: a snapshot of the statistics. The fields are read under the
+ * pool lock, so the megablock and byte counts are consistent with each other.
+ * out must not be NULL. Complexity: O(1).
+ */
+OSMEM_EXTERN void osmem_stats(struct osmem_stats *out);
+
+/* --------------------------------------------------------- out of memory */
+
+/* Called with the request's n and errno value when a get fails with ENOMEM,
+ * before NULL is returned; it may exit (GHC's behaviour) or return, and then
+ * the get returns NULL with errno ENOMEM. It runs without the pool lock held,
+ * so it may call the library (for example osmem_release_free_memory). */
+typedef void (*osmem_oom_handler)(size_t n, int err);
+
+/* Installs h (NULL removes it) and returns the previous handler. Thread-safe. */
+OSMEM_EXTERN osmem_oom_handler osmem_set_oom_handler(osmem_oom_handler h);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* OSMEM_H */

@@ -1,0 +1,85 @@
+/*
+ * The one interface between the common code (osmem/common) and a backend
+ * (osmem/posix or osmem/wasm). Exactly one backend is linked, chosen at
+ * configure time. The backend knows nothing of the pool, the heap map or the
+ * public API; the common code knows nothing of mmap, libnuma or memory.grow.
+ *
+ * What every function may assume, unless it says otherwise:
+ *   - osmem__os_init() has run (the common code calls it once, first);
+ *   - addresses and sizes are multiples of the page size and non-zero;
+ *   - calls that change the address space are made with the pool lock held.
+ * Functions that can fail return 0 or a positive errno value and hand results
+ * back through out-pointers; they never set errno, print or abort.
+ */
+#ifndef OSMEM_BACKEND_H
+#define OSMEM_BACKEND_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__GNUC__) || defined(__clang__)
+#define OSMEM_HIDDEN __attribute__((visibility("hidden")))
+#else
+#define OSMEM_HIDDEN
+#endif
+
+/* What the backend can do; the common code branches on these, never on the
+ * name of the OS. */
+struct osmem__os_caps {
+  const char *name;       /* "posix" or "wasm" */
+  size_t page_size;       /* power of two */
+  bool can_unmap;         /* memory can be given back to the OS */
+  bool can_decommit;      /* osmem__os_decommit really frees pages */
+  bool cheap_reserve;     /* reserving address space ahead costs no memory */
+};
+
+/* OS calls made, counted by the backend where it makes them. Relaxed atomics:
+ * some calls (bind) run without the pool lock. */
+struct osmem__os_counters {
+  atomic_uint_least64_t maps, unmaps, madvise, mbind;
+  atomic_uint_least64_t align_hint_hits, align_exact_hits, align_trims;
+};
+OSMEM_HIDDEN extern struct osmem__os_counters osmem__os_count;
+
+/* Fills caps. Called once, under the pool lock. Cannot fail: a backend that
+ * lacks something reports it through caps or through later calls. */
+OSMEM_HIDDEN void osmem__os_init(struct osmem__os_caps *caps);
+
+/* Maps size bytes of fresh, zero-filled, read-write memory aligned to align
+ * (a power of two >= page size). hint, if not NULL, is where the caller would
+ * like it (just below its previous reservation); it is only a wish.
+ * ENOMEM when the OS refuses. */
+OSMEM_HIDDEN int osmem__os_reserve(size_t size, size_t align, void *hint,
+                                   void **out);
+
+/* Gives [p, p + size) back to the OS. ENOSYS where caps.can_unmap is false. */
+OSMEM_HIDDEN int osmem__os_unmap(void *p, size_t size);
+
+/* Tells the OS the contents of [p, p + size) are no longer needed; the range
+ * stays mapped and usable. A no-op returning 0 where that cannot be done. */
+OSMEM_HIDDEN int osmem__os_decommit(void *p, size_t size);
+
+/* Maps size bytes of zero-filled memory for the library's own bookkeeping,
+ * never given back. ENOMEM when the OS refuses. */
+OSMEM_HIDDEN int osmem__os_meta_alloc(size_t size, void **out);
+
+/* Binds [p, p + size) to NUMA node `node`. EINVAL for a node the process may
+ * not use; otherwise the OS's error. May be called without the pool lock. */
+OSMEM_HIDDEN int osmem__os_bind(void *p, size_t size, unsigned node);
+
+/* Whether node is one this process may allocate on. */
+OSMEM_HIDDEN bool osmem__os_node_allowed(unsigned node);
+
+/* Machine facts, fixed after init. */
+OSMEM_HIDDEN uint64_t osmem__os_physical_memory(void);
+OSMEM_HIDDEN unsigned osmem__os_numa_nodes(void);
+OSMEM_HIDDEN uint64_t osmem__os_numa_mask(void);
+
+/* The pool lock: usable before osmem__os_init, and never left held in a
+ * child after fork. */
+OSMEM_HIDDEN void osmem__os_lock(void);
+OSMEM_HIDDEN void osmem__os_unlock(void);
+
+#endif /* OSMEM_BACKEND_H */

@@ -1,0 +1,95 @@
+/*
+ * Fresh memory: large reservations from the backend, carved into megablocks
+ * with no system call. A reservation grows geometrically, so 1,000 single
+ * megablock gets make about six mappings; where reserving ahead is not cheap
+ * (wasm: memory can never be given back) each get reserves exactly what it
+ * needs.
+ *
+ * Carving goes downward, from the top of the reservation, and the next
+ * reservation is asked for just below the current one: kernels place
+ * mappings top-down, so the hint is usually free, the new reservation
+ * extends the unused tail, and the kernel merges the two into one mapping.
+ */
+#include <config.h>
+
+#include <errno.h>
+
+#include "heapmap.h"
+#include "internal.h"
+
+static size_t round_up(size_t x, size_t to) { return (x + to - 1) / to * to; }
+
+/* The size of the next reservation for a request of `need` bytes. */
+static size_t reserve_size(size_t need, size_t smallest) {
+  if (!osmem__g.caps.cheap_reserve) return need;
+  size_t size = osmem__g.next_reserve;
+  return size > smallest ? size : smallest;
+}
+
+/* Maps a reservation of at least `need` bytes, halving the size down to the
+ * smallest that fits when the OS says no (strict overcommit, RLIMIT_AS). */
+static int map_reservation(size_t need, uintptr_t *base, size_t *size_out) {
+  if (need > SIZE_MAX - OSMEM__RESERVE_GRAIN) return ENOMEM;
+  size_t smallest = osmem__g.caps.cheap_reserve
+                        ? round_up(need, OSMEM__RESERVE_GRAIN) : need;
+  size_t size = reserve_size(need, smallest);
+  uintptr_t low = osmem__g.carve;
+  for (;;) {
+    void *hint = low > size ? (void *)(low - size) : NULL;
+    void *p;
+    int err = osmem__os_reserve(size, OSMEM_MBLOCK_SIZE, hint, &p);
+    if (err == 0) {
+      *base = (uintptr_t)p;
+      *size_out = size;
+      return 0;
+    }
+    if (err != ENOMEM || size == smallest) return ENOMEM;
+    size = round_up(size / 2, OSMEM__RESERVE_GRAIN);
+    if (size < smallest) size = smallest;
+    osmem__g.reserve_retries++;
+  }
+}
+
+/* Makes [base, base + size) the current reservation. */
+static void adopt_reservation(uintptr_t base, size_t size) {
+  struct osmem__state *g = &osmem__g;
+  g->bytes_mapped += size;
+  g->reservations++;
+  if (g->caps.cheap_reserve && size >= g->next_reserve)
+    g->next_reserve = size >= OSMEM__RESERVE_CAP / 2 ? OSMEM__RESERVE_CAP
+                                                     : size * 2;
+  if (base + size == g->carve) { /* just below the old tail: extend it */
+    g->carve = base;
+    return;
+  }
+  if (g->carve_end > g->carve) /* keep the old tail, in the pool */
+    osmem__pool_insert(&g->pool, g->carve >> OSMEM_MBLOCK_SHIFT,
+                       (g->carve_end - g->carve) >> OSMEM_MBLOCK_SHIFT, false);
+  g->carve = base;
+  g->carve_end = base + size;
+}
+
+static int new_reservation(size_t need) {
+  uintptr_t base;
+  size_t size;
+  if (map_reservation(need, &base, &size) != 0) return ENOMEM;
+  if (osmem__heapmap_prepare(base >> OSMEM_MBLOCK_SHIFT,
+                             size >> OSMEM_MBLOCK_SHIFT) != 0) {
+    /* Memory we cannot track must not be handed out. Where it cannot be given
+     * back either (wasm), it is lost address space, but state stays sound. */
+    osmem__os_unmap((void *)base, size);
+    return ENOMEM;
+  }
+  adopt_reservation(base, size);
+  return 0;
+}
+
+int osmem__fresh_take(size_t n, uintptr_t *mblock) {
+  struct osmem__state *g = &osmem__g;
+  size_t need = n << OSMEM_MBLOCK_SHIFT;
+  if (g->carve_end - g->carve < need && new_reservation(need) != 0)
+    return ENOMEM;
+  g->carve_end -= need;
+  *mblock = g->carve_end >> OSMEM_MBLOCK_SHIFT;
+  return 0;
+}

@@ -1,0 +1,87 @@
+/*
+ * The POSIX backend's init, lock, and plain memory calls: unmap, decommit,
+ * bookkeeping memory, page size and physical memory.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "machine.h"
+#include "sys.h"
+
+size_t osmem__posix_page_size = 4096;
+
+/* ------------------------------------------------------------------- lock */
+
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void osmem__os_lock(void) { pthread_mutex_lock(&pool_lock); }
+void osmem__os_unlock(void) { pthread_mutex_unlock(&pool_lock); }
+
+/* Held across fork() so that the child gets the pool in a consistent state
+ * and the lock free (the forking thread is the one that unlocks it). */
+static void before_fork(void) { osmem__os_lock(); }
+static void after_fork(void) { osmem__os_unlock(); }
+
+/* ------------------------------------------------------------------- init */
+
+static size_t query_page_size(void) {
+  long page = sysconf(_SC_PAGESIZE);
+  return page > 0 ? (size_t)page : 4096;
+}
+
+void osmem__os_init(struct osmem__os_caps *caps) {
+  osmem__posix_page_size = query_page_size();
+  osmem__posix_numa_init();
+  /* Can only fail with ENOMEM; the library then still works, only a child
+   * forked while another thread holds the lock could find it held. */
+  (void)pthread_atfork(before_fork, after_fork, after_fork);
+  *caps = (struct osmem__os_caps){
+      .name = "posix",
+      .page_size = osmem__posix_page_size,
+      .can_unmap = true,
+      .can_decommit = true,
+      .cheap_reserve = true,
+  };
+}
+
+/* --------------------------------------------------------------- memory */
+
+int osmem__os_unmap(void *p, size_t size) {
+  return osmem__posix_munmap(p, size) == 0 ? 0 : errno;
+}
+
+#ifdef MADV_FREE
+/* MADV_FREE (Linux 4.5, the BSDs, macOS) lets the kernel take the pages
+ * lazily; kernels that lack it say EINVAL, and from then on MADV_DONTNEED. */
+static atomic_bool madv_free_works = true;
+#endif
+
+int osmem__os_decommit(void *p, size_t size) {
+#ifdef MADV_FREE
+  if (atomic_load_explicit(&madv_free_works, memory_order_relaxed)) {
+    if (osmem__posix_madvise(p, size, MADV_FREE) == 0) return 0;
+    if (errno != EINVAL) return errno;
+    atomic_store_explicit(&madv_free_works, false, memory_order_relaxed);
+  }
+#endif
+  return osmem__posix_madvise(p, size, MADV_DONTNEED) == 0 ? 0 : errno;
+}
+
+int osmem__os_meta_alloc(size_t size, void **out) {
+  void *p = osmem__posix_mmap(NULL, size, 0);
+  if (p == MAP_FAILED) return ENOMEM;
+  *out = p;
+  return 0;
+}
+
+uint64_t osmem__os_physical_memory(void) {
+#ifdef _SC_PHYS_PAGES
+  long pages = sysconf(_SC_PHYS_PAGES);
+  if (pages > 0) return (uint64_t)pages * osmem__posix_page_size;
+#endif
+  return 0;
+}

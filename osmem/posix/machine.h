@@ -1,0 +1,14 @@
+/* Facts the POSIX backend's files share, fixed by osmem__os_init. */
+#ifndef OSMEM_POSIX_MACHINE_H
+#define OSMEM_POSIX_MACHINE_H
+
+#include <stddef.h>
+
+#include "../backend.h"
+
+OSMEM_HIDDEN extern size_t osmem__posix_page_size;
+
+/* Reads the NUMA topology the process may use (numa.c). */
+OSMEM_HIDDEN void osmem__posix_numa_init(void);
+
+#endif /* OSMEM_POSIX_MACHINE_H */

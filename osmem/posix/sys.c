@@ -1,0 +1,85 @@
+/* The system-call table of the POSIX backend (see sys.h). */
+#include <config.h>
+
+#include "sys.h"
+
+#include <errno.h>
+#include <sys/mman.h>
+
+#ifdef HAVE_LIBNUMA
+#include <numaif.h>
+#endif
+
+#ifndef MAP_ANONYMOUS
+#define MAP_ANONYMOUS MAP_ANON
+#endif
+
+struct osmem__os_counters osmem__os_count;
+
+#ifdef HAVE_LIBNUMA
+static long real_mbind(void *addr, unsigned long len, int mode,
+                       const unsigned long *nodemask, unsigned long maxnode,
+                       unsigned flags) {
+  return mbind(addr, len, mode, nodemask, maxnode, flags);
+}
+
+static long real_get_mempolicy(int *mode, unsigned long *nodemask,
+                               unsigned long maxnode, void *addr,
+                               unsigned long flags) {
+  return get_mempolicy(mode, nodemask, maxnode, addr, flags);
+}
+#else
+static long real_mbind(void *addr, unsigned long len, int mode,
+                       const unsigned long *nodemask, unsigned long maxnode,
+                       unsigned flags) {
+  (void)addr, (void)len, (void)mode, (void)nodemask, (void)maxnode,
+      (void)flags;
+  errno = ENOSYS;
+  return -1;
+}
+
+static long real_get_mempolicy(int *mode, unsigned long *nodemask,
+                               unsigned long maxnode, void *addr,
+                               unsigned long flags) {
+  (void)mode, (void)nodemask, (void)maxnode, (void)addr, (void)flags;
+  errno = ENOSYS;
+  return -1;
+}
+#endif
+
+static const struct osmem__posix_sys real_sys = {
+    mmap, munmap, madvise, real_mbind, real_get_mempolicy,
+};
+
+struct osmem__posix_sys osmem__posix_sys = {
+    mmap, munmap, madvise, real_mbind, real_get_mempolicy,
+};
+
+void osmem__posix_sys_reset(void) { osmem__posix_sys = real_sys; }
+
+static void bump(atomic_uint_least64_t *counter) {
+  atomic_fetch_add_explicit(counter, 1, memory_order_relaxed);
+}
+
+void *osmem__posix_mmap(void *addr, size_t len, int flags) {
+  bump(&osmem__os_count.maps);
+  return osmem__posix_sys.mmap(addr, len, PROT_READ | PROT_WRITE,
+                               flags | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+}
+
+int osmem__posix_munmap(void *addr, size_t len) {
+  bump(&osmem__os_count.unmaps);
+  return osmem__posix_sys.munmap(addr, len);
+}
+
+int osmem__posix_madvise(void *addr, size_t len, int advice) {
+  bump(&osmem__os_count.madvise);
+  return osmem__posix_sys.madvise(addr, len, advice);
+}
+
+long osmem__posix_mbind(void *addr, unsigned long len, int mode,
+                        const unsigned long *nodemask, unsigned long maxnode,
+                        unsigned flags) {
+  bump(&osmem__os_count.mbind);
+  return osmem__posix_sys.mbind(addr, len, mode, nodemask, maxnode, flags);
+}

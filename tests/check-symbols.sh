@@ -1,0 +1,26 @@
+#!/bin/sh
+# Every symbol the shared library exports must start with osmem_, and the
+# public calls must all be there.
+set -u
+lib=$(ls "$top_builddir"/.libs/libosmem.so 2>/dev/null | head -n 1)
+if [ -z "$lib" ]; then
+  echo "SKIP: no shared libosmem built"; exit 77
+fi
+exported=$($NM -D --defined-only "$lib" | awk '$2 ~ /^[TDBRVW]$/ {print $3}')
+bad=$(printf '%s\n' "$exported" | grep -v '^osmem_' || true)
+if [ -n "$bad" ]; then
+  echo "FAIL: symbols outside the osmem_ prefix:"; printf '%s\n' "$bad"; exit 1
+fi
+missing=0
+for sym in osmem_init osmem_get_mblocks osmem_free_mblocks \
+           osmem_release_free_memory osmem_is_heap osmem_bind_to_node \
+           osmem_get_mblocks_on_node osmem_physical_memory osmem_numa_nodes \
+           osmem_numa_mask osmem_page_size osmem_backend osmem_stats \
+           osmem_set_oom_handler osmem_version osmem_mblock_shift \
+           osmem_set_decommit_threshold; do
+  printf '%s\n' "$exported" | grep -qx "$sym" || { echo "FAIL: $sym not exported"; missing=1; }
+done
+[ "$missing" = 0 ] || exit 1
+internal=$(printf '%s\n' "$exported" | grep -c '^osmem__' || true)
+[ "$internal" = 0 ] || { echo "FAIL: internal osmem__ symbols exported"; exit 1; }
+echo "PASS: $(printf '%s\n' "$exported" | wc -l) exported symbols, all osmem_*"

@@ -1,0 +1,3 @@
+#include "helpers.h"
+
+Test(api, placeholder) { cr_assert(1); }

@@ -1,0 +1,88 @@
+/*
+ * osmem-info: what libosmem sees on this machine, and a short demonstration
+ * of its main job: get megablocks, bind them, free them, release them.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "osmem.h"
+
+#define MIB (1024.0 * 1024.0)
+
+static void print_facts(void) {
+  printf("libosmem %s, backend %s\n", osmem_version(), osmem_backend());
+  printf("page size:        %zu bytes\n", osmem_page_size());
+  printf("megablock size:   %zu bytes (2^%u)\n", (size_t)OSMEM_MBLOCK_SIZE,
+         osmem_mblock_shift());
+  printf("physical memory:  %" PRIu64 " bytes (%.1f MiB)\n",
+         osmem_physical_memory(), (double)osmem_physical_memory() / MIB);
+  printf("NUMA nodes:       %u (mask 0x%" PRIx64 ")\n", osmem_numa_nodes(),
+         osmem_numa_mask());
+}
+
+static void print_stats(const char *when) {
+  struct osmem_stats s;
+  osmem_stats(&s);
+  printf("stats %s:\n", when);
+  printf("  megablocks: in use %" PRIu64 ", peak %" PRIu64 ", pooled %" PRIu64
+         " (%" PRIu64 " resident) in %" PRIu64 " ranges\n",
+         s.mblocks_in_use, s.mblocks_peak, s.mblocks_pooled,
+         s.mblocks_pooled_resident, s.pool_ranges);
+  printf("  mapped %.1f MiB, of which never handed out %.1f MiB, in %" PRIu64
+         " reservations\n",
+         (double)s.bytes_mapped / MIB, (double)s.bytes_reserved_unused / MIB,
+         s.reservations);
+  printf("  OS calls: mmap %" PRIu64 ", munmap %" PRIu64 ", madvise %" PRIu64
+         ", mbind %" PRIu64 "\n",
+         s.os_maps, s.os_unmaps, s.os_madvise, s.os_mbind);
+  printf("  alignment: hint %" PRIu64 ", exact %" PRIu64 ", trimmed %" PRIu64
+         ", retried smaller %" PRIu64 "\n",
+         s.align_hint_hits, s.align_exact_hits, s.align_trims,
+         s.reserve_retries);
+}
+
+/* Gets, touches, binds and frees a few megablocks; 0 on success. */
+static int demo(void) {
+  enum { COUNT = 8 };
+  void *blocks[COUNT];
+  for (int i = 0; i < COUNT; i++) {
+    blocks[i] = osmem_get_mblocks((size_t)i + 1);
+    if (!blocks[i]) {
+      fprintf(stderr, "osmem-info: get of %d megablocks: %s\n", i + 1,
+              strerror(errno));
+      return 1;
+    }
+    memset(blocks[i], 0xA5, OSMEM_MBLOCK_SIZE);
+  }
+  printf("got %d runs of 1..%d megablocks, first at %p\n", COUNT, COUNT,
+         blocks[0]);
+  void *bound = osmem_get_mblocks_on_node(2, 0);
+  int err = bound ? 0 : errno;
+  printf("get 2 megablocks on node 0: %s\n", bound ? "ok" : strerror(err));
+  print_stats("after gets");
+  for (int i = 0; i < COUNT; i++) osmem_free_mblocks(blocks[i], (size_t)i + 1);
+  if (bound) osmem_free_mblocks(bound, 2);
+  print_stats("after frees");
+  size_t released = osmem_release_free_memory();
+  printf("released %zu bytes (%.1f MiB) to the OS\n", released,
+         (double)released / MIB);
+  print_stats("after release");
+  return err;
+}
+
+int main(int argc, char **argv) {
+  if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+    printf("usage: %s\nPrints what libosmem sees on this machine, then gets, "
+           "binds, frees and releases a few megablocks and prints the "
+           "statistics.\n", argv[0]);
+    return 0;
+  }
+  if (osmem_init() != 0) {
+    fprintf(stderr, "osmem-info: osmem_init failed\n");
+    return 1;
+  }
+  print_facts();
+  return demo();
+}
