@@ -273,7 +273,7 @@ int osmem__check_invariants(void) {
   struct osmem__state *g = &osmem__g;
   osmem__os_lock();
   int err = osmem__pool_check(&g->pool);
-  if (!err && g->pool.spare_count < g->in_use) err = 20;
+  if (!err && osmem__pool_spare_nodes(&g->pool) < g->in_use) err = 20;
   if (!err && g->carve > g->carve_end) err = 21;
   if (!err && g->peak < g->in_use) err = 22;
   if (!err && (g->in_use + g->pool.mblocks) << OSMEM_MBLOCK_SHIFT !=

@@ -28,16 +28,24 @@ static word_t *leaf_of(uintptr_t mblock) {
                               memory_order_acquire);
 }
 
+#define LEAF_BYTES (LEAF_WORDS * sizeof(word_t))
+
 int osmem__heapmap_prepare(uintptr_t start, size_t len) {
   if (start >= MBLOCK_LIMIT || len > MBLOCK_LIMIT - start) return ENOMEM;
   uintptr_t first = start >> LEAF_BITS_SHIFT;
   uintptr_t last = (start + len - 1) >> LEAF_BITS_SHIFT;
+  size_t missing = 0;
+  for (uintptr_t i = first; i <= last; i++)
+    missing += !atomic_load_explicit(&top[i], memory_order_relaxed);
+  if (missing == 0) return 0;
+  /* All missing leaves in one allocation: one OS call per reservation. */
+  void *block;
+  if (osmem__os_meta_alloc(missing * LEAF_BYTES, &block) != 0) return ENOMEM;
+  char *leaf = block;
   for (uintptr_t i = first; i <= last; i++) {
     if (atomic_load_explicit(&top[i], memory_order_relaxed)) continue;
-    void *leaf;
-    if (osmem__os_meta_alloc(LEAF_WORDS * sizeof(word_t), &leaf) != 0)
-      return ENOMEM;
     atomic_store_explicit(&top[i], (word_t *)leaf, memory_order_release);
+    leaf += LEAF_BYTES;
   }
   return 0;
 }

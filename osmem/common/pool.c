@@ -137,10 +137,15 @@ static void put_spare(struct osmem__pool *pool, node_t *n) {
 }
 
 static node_t *get_spare(struct osmem__pool *pool) {
+  if (!pool->spare) return pool->fresh++;
   node_t *n = pool->spare;
   pool->spare = n->right;
   pool->spare_count--;
   return n;
+}
+
+size_t osmem__pool_spare_nodes(const struct osmem__pool *pool) {
+  return pool->spare_count + (size_t)(pool->fresh_end - pool->fresh);
 }
 
 /* Unlinks n from the tree and from the counters; n stays valid. */
@@ -159,15 +164,17 @@ static void attach(struct osmem__pool *pool, node_t *n) {
 }
 
 int osmem__pool_reserve_nodes(struct osmem__pool *pool, size_t count) {
-  if (pool->spare_count >= count) return 0;
-  size_t missing = count - pool->spare_count;
+  size_t have = osmem__pool_spare_nodes(pool);
+  if (have >= count) return 0;
+  size_t missing = count - pool->spare_count; /* the fresh tail is recycled */
   if (missing > (SIZE_MAX - NODE_CHUNK_BYTES) / sizeof(node_t)) return ENOMEM;
   size_t bytes = missing * sizeof(node_t);
   bytes = (bytes + NODE_CHUNK_BYTES - 1) / NODE_CHUNK_BYTES * NODE_CHUNK_BYTES;
   void *chunk;
   if (osmem__os_meta_alloc(bytes, &chunk) != 0) return ENOMEM;
-  node_t *nodes = chunk;
-  for (size_t i = bytes / sizeof(node_t); i-- > 0;) put_spare(pool, &nodes[i]);
+  while (pool->fresh < pool->fresh_end) put_spare(pool, pool->fresh++);
+  pool->fresh = chunk;
+  pool->fresh_end = pool->fresh + bytes / sizeof(node_t);
   return 0;
 }
 
@@ -295,5 +302,6 @@ int osmem__pool_check(const struct osmem__pool *pool) {
   size_t spares = 0;
   for (const node_t *n = pool->spare; n; n = n->right) spares++;
   if (spares != pool->spare_count) return 10;
+  if (pool->fresh > pool->fresh_end) return 11;
   return 0;
 }

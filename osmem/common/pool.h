@@ -32,7 +32,10 @@ struct osmem__pool_node {
 struct osmem__pool {
   struct osmem__pool_node *root;
   struct osmem__pool_node *spare;  /* unused nodes, linked through ->right */
-  size_t spare_count;
+  size_t spare_count;              /* nodes on the spare list */
+  /* Never used nodes: bookkeeping mapped ahead but not yet touched, so that
+   * setting nodes aside for a huge heap costs address space, not memory. */
+  struct osmem__pool_node *fresh, *fresh_end;
   size_t ranges;                   /* nodes in the tree */
   size_t mblocks;                  /* megablocks in the tree */
   size_t resident_mblocks;         /* megablocks in resident nodes */
@@ -45,10 +48,14 @@ struct osmem__range {
   bool resident;
 };
 
-/* Makes sure at least `count` spare nodes exist. ENOMEM (nothing changed
- * except possibly more spares) when bookkeeping memory cannot be had. */
+/* Makes sure at least `count` nodes are available (spare or fresh). ENOMEM
+ * (nothing changed except possibly more spares) when bookkeeping memory
+ * cannot be had. */
 OSMEM_HIDDEN int osmem__pool_reserve_nodes(struct osmem__pool *pool,
                                            size_t count);
+
+/* Nodes available without asking for more bookkeeping memory. */
+OSMEM_HIDDEN size_t osmem__pool_spare_nodes(const struct osmem__pool *pool);
 
 /* Adds [start, start + len), which must not overlap the pool, coalescing with
  * its neighbours. Uses at most one spare node, which must exist. Returns the
