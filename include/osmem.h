@@ -146,8 +146,10 @@ OSMEM_EXTERN size_t osmem_set_decommit_threshold(size_t bytes);
 
 /*
  * osmem_bind_to_node: bind the pages of [p, p + size) to NUMA node `node`
- * (mbind with MPOL_BIND). Pages already touched stay where they are: bind
- * before the first touch. p must be page aligned; size is rounded up to pages.
+ * (mbind with MPOL_BIND and MPOL_MF_MOVE): pages touched later are placed on
+ * that node, and pages already present are migrated there where the kernel
+ * can (pages shared with another process stay). Bind before the first touch
+ * to avoid migration. p must be page aligned; size is rounded up to pages.
  * Returns 0, or:
  *   EINVAL  p is NULL or not page aligned, size is 0, p + size overflows, or
  *           node is not a node this process may allocate on (see
@@ -162,9 +164,9 @@ OSMEM_EXTERN int osmem_bind_to_node(void *p, size_t size, unsigned node);
 
 /*
  * osmem_get_mblocks_on_node: like osmem_get_mblocks, with the range bound to
- * `node` before the library touches it. Fresh megablocks are then placed on
- * that node when first touched; megablocks reused from the pool keep the pages
- * they already have.
+ * `node` (as osmem_bind_to_node) before it is returned. Fresh megablocks are
+ * untouched, so their pages are placed on that node when first touched;
+ * pages of megablocks reused from the pool are migrated there.
  * Returns NULL with errno EINVAL for n == 0 or a node as in
  * osmem_bind_to_node, ENOMEM as for osmem_get_mblocks, or the error of the
  * failed bind (the megablocks are then returned to the pool).
@@ -220,7 +222,7 @@ struct osmem_stats {
 /*
  * osmem_stats: a snapshot of the statistics. The fields are read under the
  * pool lock, so the megablock and byte counts are consistent with each other.
- * out must not be NULL. Complexity: O(1).
+ * Does nothing when out is NULL. Complexity: O(1).
  */
 OSMEM_EXTERN void osmem_stats(struct osmem_stats *out);
 

@@ -21,6 +21,15 @@ for sym in osmem_init osmem_get_mblocks osmem_free_mblocks \
   printf '%s\n' "$exported" | grep -qx "$sym" || { echo "FAIL: $sym not exported"; missing=1; }
 done
 [ "$missing" = 0 ] || exit 1
+# The static archive: every global symbol it defines carries the prefix too
+# (internal ones as osmem__, hidden when linked into a shared object).
+archive="$top_builddir/.libs/libosmem.a"
+if [ -f "$archive" ]; then
+  bad=$($NM "$archive" | awk '$2 ~ /^[TDBRVWCG]$/ {print $3}' | grep -v '^osmem_' || true)
+  if [ -n "$bad" ]; then
+    echo "FAIL: libosmem.a defines symbols outside the osmem_ prefix:"; printf '%s\n' "$bad"; exit 1
+  fi
+fi
 internal=$(printf '%s\n' "$exported" | grep -c '^osmem__' || true)
 [ "$internal" = 0 ] || { echo "FAIL: internal osmem__ symbols exported"; exit 1; }
 echo "PASS: $(printf '%s\n' "$exported" | wc -l) exported symbols, all osmem_*"

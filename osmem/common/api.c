@@ -244,6 +244,7 @@ static uint64_t load(atomic_uint_least64_t *c) {
 }
 
 void osmem_stats(struct osmem_stats *out) {
+  if (!out) return;
   osmem__ensure_init();
   struct osmem__state *g = &osmem__g;
   struct osmem__os_counters *c = &osmem__os_count;
