@@ -1,3 +1,1042 @@
+/*
+ * The free-range pool: unit tests on a struct osmem__pool of our own, a
+ * randomized comparison against a bitmap model, and the pool's behaviour
+ * seen through the public API (reuse, coalescing, release, decommit, and
+ * bookkeeping failures). System calls are observed, and made to fail, by
+ * replacing entries of the POSIX backend's table (osmem__posix_sys).
+ */
+#define _GNU_SOURCE
 #include "helpers.h"
 
-Test(pool, placeholder) { cr_assert(1); }
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "../osmem/common/internal.h"
+#include "../osmem/common/pool.h"
+#include "../osmem/posix/sys.h"
+
+#define MB OSMEM_MBLOCK_SIZE
+
+/* ------------------------------------------------------------ pool helpers */
+
+#define assert_pool_ok(p)                                                    \
+  do {                                                                       \
+    int err_ = osmem__pool_check(p);                                         \
+    cr_assert_eq(err_, 0, "osmem__pool_check failed: invariant %d", err_);   \
+  } while (0)
+
+static struct osmem__pool *new_pool(size_t nodes) {
+  static struct osmem__pool pool; /* zero-initialised; fresh per process */
+  cr_assert_eq(osmem_init(), 0);
+  cr_assert_eq(osmem__pool_reserve_nodes(&pool, nodes), 0);
+  cr_assert_geq(osmem__pool_spare_nodes(&pool), nodes);
+  assert_pool_ok(&pool);
+  return &pool;
+}
+
+static size_t walk(const struct osmem__pool_node *t, struct osmem__range *out,
+                   size_t i, size_t max) {
+  if (!t) return i;
+  i = walk(t->left, out, i, max);
+  cr_assert_lt(i, max, "more ranges than expected");
+  out[i++] = (struct osmem__range){t->start, t->len, t->resident};
+  return walk(t->right, out, i, max);
+}
+
+/* The pool's ranges in address order. */
+static size_t pool_ranges(const struct osmem__pool *p, struct osmem__range *out,
+                          size_t max) {
+  return walk(p->root, out, 0, max);
+}
+
+static void assert_ranges(const struct osmem__pool *p,
+                          const struct osmem__range *want, size_t n) {
+  struct osmem__range got[16];
+  size_t count = pool_ranges(p, got, 16);
+  cr_assert_eq(count, n, "pool has %zu ranges, expected %zu", count, n);
+  cr_assert_eq(p->ranges, n);
+  size_t mblocks = 0, resident = 0;
+  for (size_t i = 0; i < n; i++) {
+    cr_assert_eq(got[i].start, want[i].start, "range %zu starts at %zu, not %zu",
+                 i, (size_t)got[i].start, (size_t)want[i].start);
+    cr_assert_eq(got[i].len, want[i].len, "range %zu has length %zu, not %zu",
+                 i, got[i].len, want[i].len);
+    cr_assert_eq(got[i].resident, want[i].resident, "range %zu resident flag",
+                 i);
+    mblocks += want[i].len;
+    if (want[i].resident) resident += want[i].len;
+  }
+  cr_assert_eq(p->mblocks, mblocks);
+  cr_assert_eq(p->resident_mblocks, resident);
+  assert_pool_ok(p);
+}
+
+#define R(s, l, r) ((struct osmem__range){(s), (l), (r)})
+
+/* ------------------------------------------------------------ pool units */
+
+Test(pool_unit, reserve_nodes_maps_only_when_short) {
+  cr_assert_eq(osmem_init(), 0);
+  static struct osmem__pool pool;
+  struct osmem_stats s0 = stats_now();
+  cr_assert_eq(osmem__pool_reserve_nodes(&pool, 10), 0);
+  struct osmem_stats s1 = stats_now();
+  cr_assert_eq(s1.os_maps, s0.os_maps + 1, "one bookkeeping mapping");
+  size_t spares = osmem__pool_spare_nodes(&pool);
+  cr_assert_geq(spares, 10);
+  cr_assert_eq(osmem__pool_reserve_nodes(&pool, spares), 0);
+  cr_assert_eq(stats_now().os_maps, s1.os_maps, "enough spares: no call");
+  cr_assert_eq(osmem__pool_spare_nodes(&pool), spares);
+  cr_assert_eq(osmem__pool_reserve_nodes(&pool, spares + 1), 0);
+  cr_assert_eq(stats_now().os_maps, s1.os_maps + 1);
+  cr_assert_gt(osmem__pool_spare_nodes(&pool), spares);
+  assert_pool_ok(&pool);
+}
+
+Test(pool_unit, insert_isolated_ranges_stay_apart) {
+  struct osmem__pool *p = new_pool(8);
+  struct osmem__range r = osmem__pool_insert(p, 20, 5, true);
+  cr_assert_eq(r.start, 20);
+  cr_assert_eq(r.len, 5);
+  cr_assert(r.resident);
+  assert_pool_ok(p);
+  r = osmem__pool_insert(p, 10, 4, false); /* ends at 14: a gap before 20 */
+  cr_assert_eq(r.start, 10);
+  cr_assert_eq(r.len, 4);
+  cr_assert_not(r.resident);
+  assert_pool_ok(p);
+  assert_ranges(p, (struct osmem__range[]){R(10, 4, false), R(20, 5, true)},
+                2);
+}
+
+Test(pool_unit, insert_coalesces_left) {
+  struct osmem__pool *p = new_pool(8);
+  osmem__pool_insert(p, 10, 5, true);
+  assert_pool_ok(p);
+  size_t spares = osmem__pool_spare_nodes(p);
+  struct osmem__range r = osmem__pool_insert(p, 15, 3, false);
+  assert_pool_ok(p);
+  cr_assert_eq(r.start, 10);
+  cr_assert_eq(r.len, 8);
+  cr_assert(r.resident, "a merged range is resident if any part was");
+  cr_assert_eq(osmem__pool_spare_nodes(p), spares, "one node freed, one used");
+  assert_ranges(p, (struct osmem__range[]){R(10, 8, true)}, 1);
+}
+
+Test(pool_unit, insert_coalesces_right) {
+  struct osmem__pool *p = new_pool(8);
+  osmem__pool_insert(p, 20, 5, true);
+  assert_pool_ok(p);
+  struct osmem__range r = osmem__pool_insert(p, 17, 3, false);
+  assert_pool_ok(p);
+  cr_assert_eq(r.start, 17);
+  cr_assert_eq(r.len, 8);
+  cr_assert(r.resident);
+  assert_ranges(p, (struct osmem__range[]){R(17, 8, true)}, 1);
+}
+
+Test(pool_unit, insert_coalesces_both_sides) {
+  struct osmem__pool *p = new_pool(8);
+  osmem__pool_insert(p, 10, 5, false);
+  assert_pool_ok(p);
+  osmem__pool_insert(p, 20, 5, false);
+  assert_pool_ok(p);
+  osmem__pool_insert(p, 40, 1, false);
+  assert_pool_ok(p);
+  size_t spares = osmem__pool_spare_nodes(p);
+  struct osmem__range r = osmem__pool_insert(p, 15, 5, false);
+  assert_pool_ok(p);
+  cr_assert_eq(r.start, 10);
+  cr_assert_eq(r.len, 15);
+  cr_assert_not(r.resident);
+  cr_assert_eq(osmem__pool_spare_nodes(p), spares + 1, "two nodes freed, one used");
+  assert_ranges(p, (struct osmem__range[]){R(10, 15, false), R(40, 1, false)},
+                2);
+}
+
+Test(pool_unit, take_is_lowest_address_first_fit) {
+  struct osmem__pool *p = new_pool(8);
+  osmem__pool_insert(p, 10, 3, true);
+  osmem__pool_insert(p, 20, 10, false);
+  osmem__pool_insert(p, 40, 5, true); /* the best fit for 4, but higher */
+  assert_pool_ok(p);
+  struct osmem__range r;
+  cr_assert(osmem__pool_take(p, 4, &r));
+  assert_pool_ok(p);
+  cr_assert_eq(r.start, 20, "took at %zu", (size_t)r.start);
+  cr_assert_eq(r.len, 4);
+  cr_assert_not(r.resident);
+  /* Split from the low end: the rest keeps its high part. */
+  assert_ranges(p,
+                (struct osmem__range[]){R(10, 3, true), R(24, 6, false),
+                                        R(40, 5, true)},
+                3);
+  cr_assert(osmem__pool_take(p, 3, &r)); /* the lowest range, whole */
+  assert_pool_ok(p);
+  cr_assert_eq(r.start, 10);
+  cr_assert_eq(r.len, 3);
+  cr_assert(r.resident, "take reports the range's resident flag");
+  assert_ranges(p, (struct osmem__range[]){R(24, 6, false), R(40, 5, true)},
+                2);
+  cr_assert(osmem__pool_take(p, 1, &r));
+  assert_pool_ok(p);
+  cr_assert_eq(r.start, 24);
+  assert_ranges(p, (struct osmem__range[]){R(25, 5, false), R(40, 5, true)},
+                2);
+}
+
+Test(pool_unit, take_without_fit_changes_nothing) {
+  struct osmem__pool *p = new_pool(8);
+  struct osmem__range r = {0, 0, false};
+  cr_assert_not(osmem__pool_take(p, 1, &r), "empty pool");
+  osmem__pool_insert(p, 10, 3, true);
+  osmem__pool_insert(p, 20, 6, false);
+  size_t spares = osmem__pool_spare_nodes(p);
+  cr_assert_not(osmem__pool_take(p, 7, &r));
+  assert_pool_ok(p);
+  cr_assert_eq(osmem__pool_spare_nodes(p), spares);
+  assert_ranges(p, (struct osmem__range[]){R(10, 3, true), R(20, 6, false)},
+                2);
+}
+
+Test(pool_unit, pop_from_removes_lowest_range_at_or_after) {
+  struct osmem__pool *p = new_pool(8);
+  osmem__pool_insert(p, 10, 3, true);
+  osmem__pool_insert(p, 20, 4, false);
+  osmem__pool_insert(p, 40, 5, true);
+  assert_pool_ok(p);
+  struct osmem__range r;
+  cr_assert(osmem__pool_pop_from(p, 11, &r), "11 is inside the first range");
+  assert_pool_ok(p);
+  cr_assert_eq(r.start, 20);
+  cr_assert_eq(r.len, 4, "popped whole");
+  cr_assert_not(r.resident);
+  cr_assert(osmem__pool_pop_from(p, 40, &r), "a range starting at `from`");
+  assert_pool_ok(p);
+  cr_assert_eq(r.start, 40);
+  cr_assert_eq(r.len, 5);
+  cr_assert(r.resident);
+  cr_assert_not(osmem__pool_pop_from(p, 41, &r));
+  assert_pool_ok(p);
+  cr_assert(osmem__pool_pop_from(p, 0, &r));
+  assert_pool_ok(p);
+  cr_assert_eq(r.start, 10);
+  cr_assert_eq(r.len, 3);
+  cr_assert_eq(p->ranges, 0);
+  cr_assert_eq(p->mblocks, 0);
+  cr_assert_eq(p->resident_mblocks, 0);
+}
+
+Test(pool_unit, mark_decommitted_clears_resident_once) {
+  struct osmem__pool *p = new_pool(8);
+  osmem__pool_insert(p, 10, 3, true);
+  osmem__pool_insert(p, 20, 4, true);
+  cr_assert_eq(p->resident_mblocks, 7);
+  osmem__pool_mark_decommitted(p, 20);
+  assert_pool_ok(p);
+  cr_assert_eq(p->resident_mblocks, 3);
+  osmem__pool_mark_decommitted(p, 20); /* already decommitted */
+  assert_pool_ok(p);
+  cr_assert_eq(p->resident_mblocks, 3);
+  osmem__pool_mark_decommitted(p, 11); /* not a range start: no-op */
+  assert_pool_ok(p);
+  cr_assert_eq(p->resident_mblocks, 3);
+  assert_ranges(p, (struct osmem__range[]){R(10, 3, true), R(20, 4, false)},
+                2);
+  /* A resident free next to a decommitted range makes the whole resident. */
+  struct osmem__range r = osmem__pool_insert(p, 24, 1, true);
+  assert_pool_ok(p);
+  cr_assert_eq(r.start, 20);
+  cr_assert(r.resident);
+  assert_ranges(p, (struct osmem__range[]){R(10, 3, true), R(20, 5, true)},
+                2);
+}
+
+struct visit {
+  struct osmem__range seen[8];
+  size_t count, stop_after;
+};
+
+static bool visit_range(void *ctx, struct osmem__range r) {
+  struct visit *v = ctx;
+  v->seen[v->count++] = r;
+  return v->count < v->stop_after;
+}
+
+Test(pool_unit, each_resident_visits_in_order_and_stops) {
+  struct osmem__pool *p = new_pool(8);
+  osmem__pool_insert(p, 50, 1, true);
+  osmem__pool_insert(p, 10, 2, true);
+  osmem__pool_insert(p, 30, 3, false);
+  osmem__pool_insert(p, 70, 4, true);
+  assert_pool_ok(p);
+  struct visit v = {.stop_after = 8};
+  osmem__pool_each_resident(p, visit_range, &v);
+  cr_assert_eq(v.count, 3);
+  cr_assert_eq(v.seen[0].start, 10);
+  cr_assert_eq(v.seen[1].start, 50);
+  cr_assert_eq(v.seen[2].start, 70);
+  cr_assert_eq(v.seen[2].len, 4);
+  struct visit w = {.stop_after = 2};
+  osmem__pool_each_resident(p, visit_range, &w);
+  cr_assert_eq(w.count, 2, "stops when fn returns false");
+}
+
+/* --------------------------------------------------- randomized vs model */
+
+#define MODEL_N 4096
+#define MODEL_BASE ((uintptr_t)1 << 24) /* megablock numbers, not 0-based */
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15u;
+static uint64_t rng(void) { /* xorshift64*, fixed seed: reproducible */
+  rng_state ^= rng_state >> 12;
+  rng_state ^= rng_state << 25;
+  rng_state ^= rng_state >> 27;
+  return rng_state * 0x2545f4914f6cdd1du;
+}
+static size_t rnd(size_t n) { return (size_t)(rng() % n); }
+
+static bool m_free[MODEL_N], m_res[MODEL_N];
+
+/* The model's maximal free runs, in address order. */
+static size_t model_runs(struct osmem__range *out) {
+  size_t n = 0;
+  for (size_t i = 0; i < MODEL_N;) {
+    if (!m_free[i]) {
+      i++;
+      continue;
+    }
+    size_t j = i;
+    while (j < MODEL_N && m_free[j]) j++;
+    out[n++] = R(MODEL_BASE + i, j - i, m_res[i]);
+    i = j;
+  }
+  return n;
+}
+
+static struct osmem__range want_runs[MODEL_N], got_runs[MODEL_N];
+
+static void assert_matches_model(const struct osmem__pool *p, int op) {
+  assert_pool_ok(p);
+  size_t want = model_runs(want_runs);
+  size_t got = pool_ranges(p, got_runs, MODEL_N);
+  cr_assert_eq(got, want, "op %d: pool has %zu ranges, model %zu", op, got,
+               want);
+  size_t mblocks = 0, resident = 0;
+  for (size_t i = 0; i < want; i++) {
+    cr_assert_eq(got_runs[i].start, want_runs[i].start,
+                 "op %d: range %zu start", op, i);
+    cr_assert_eq(got_runs[i].len, want_runs[i].len, "op %d: range %zu len",
+                 op, i);
+    cr_assert_eq(got_runs[i].resident, want_runs[i].resident,
+                 "op %d: range %zu resident", op, i);
+    mblocks += want_runs[i].len;
+    if (want_runs[i].resident) resident += want_runs[i].len;
+  }
+  cr_assert_eq(p->ranges, want);
+  cr_assert_eq(p->mblocks, mblocks);
+  cr_assert_eq(p->resident_mblocks, resident);
+}
+
+/* Sets [i, j) to free/resident in the model. */
+static void model_set(size_t i, size_t j, bool free_, bool res) {
+  for (size_t k = i; k < j; k++) m_free[k] = free_, m_res[k] = res;
+}
+
+static void model_insert(struct osmem__pool *p, int op) {
+  size_t used = 0;
+  for (size_t i = 0; i < MODEL_N; i++) used += !m_free[i];
+  if (used == 0) return;
+  size_t pick = rnd(used), i = 0;
+  for (;; i++)
+    if (!m_free[i] && pick-- == 0) break;
+  size_t room = 0;
+  while (i + room < MODEL_N && !m_free[i + room]) room++;
+  size_t cap = rnd(4) == 0 ? room : (room < 16 ? room : 16);
+  size_t len = 1 + rnd(cap);
+  bool res = rnd(2);
+  /* The merged run: the flag is the OR of the parts. */
+  size_t lo = i, hi = i + len;
+  bool merged = res;
+  if (lo > 0 && m_free[lo - 1]) merged = merged || m_res[lo - 1];
+  if (hi < MODEL_N && m_free[hi]) merged = merged || m_res[hi];
+  while (lo > 0 && m_free[lo - 1]) lo--;
+  while (hi < MODEL_N && m_free[hi]) hi++;
+  struct osmem__range r = osmem__pool_insert(p, MODEL_BASE + i, len, res);
+  model_set(lo, hi, true, merged);
+  cr_assert_eq(r.start, MODEL_BASE + lo, "op %d: insert result start", op);
+  cr_assert_eq(r.len, hi - lo, "op %d: insert result len", op);
+  cr_assert_eq(r.resident, merged, "op %d: insert result resident", op);
+}
+
+static void model_take(struct osmem__pool *p, int op) {
+  size_t want = 1 + (rnd(8) == 0 ? rnd(600) : rnd(24));
+  size_t n = model_runs(want_runs);
+  struct osmem__range *fit = NULL;
+  for (size_t i = 0; i < n && !fit; i++)
+    if (want_runs[i].len >= want) fit = &want_runs[i];
+  struct osmem__range r;
+  bool ok = osmem__pool_take(p, want, &r);
+  cr_assert_eq(ok, fit != NULL, "op %d: take(%zu) found a fit: %d", op, want,
+               ok);
+  if (!fit) return;
+  cr_assert_eq(r.start, fit->start, "op %d: take(%zu) not the lowest fit", op,
+               want);
+  cr_assert_eq(r.len, want);
+  cr_assert_eq(r.resident, fit->resident);
+  size_t i = fit->start - MODEL_BASE;
+  model_set(i, i + want, false, false);
+}
+
+static void model_pop(struct osmem__pool *p, int op) {
+  uintptr_t from = MODEL_BASE + rnd(MODEL_N);
+  size_t n = model_runs(want_runs);
+  struct osmem__range *first = NULL;
+  for (size_t i = 0; i < n && !first; i++)
+    if (want_runs[i].start >= from) first = &want_runs[i];
+  struct osmem__range r;
+  bool ok = osmem__pool_pop_from(p, from, &r);
+  cr_assert_eq(ok, first != NULL, "op %d: pop_from", op);
+  if (!first) return;
+  cr_assert_eq(r.start, first->start, "op %d: pop_from start", op);
+  cr_assert_eq(r.len, first->len);
+  cr_assert_eq(r.resident, first->resident);
+  size_t i = first->start - MODEL_BASE;
+  model_set(i, i + first->len, false, false);
+}
+
+static void model_decommit(struct osmem__pool *p) {
+  size_t n = model_runs(want_runs);
+  if (n == 0) return;
+  struct osmem__range r = want_runs[rnd(n)];
+  osmem__pool_mark_decommitted(p, r.start);
+  size_t i = r.start - MODEL_BASE;
+  model_set(i, i + r.len, true, false);
+}
+
+Test(pool_model, random_operations_match_bitmap_model) {
+  /* At most MODEL_N / 2 ranges can exist at once. */
+  struct osmem__pool *p = new_pool(MODEL_N / 2 + 2);
+  int inserts = 0, takes = 0, pops = 0;
+  for (int op = 0; op < 6000; op++) {
+    size_t kind = rnd(20);
+    if (kind < 10) {
+      model_insert(p, op);
+      inserts++;
+    } else if (kind < 17) {
+      model_take(p, op);
+      takes++;
+    } else if (kind < 18) {
+      model_pop(p, op);
+      pops++;
+    } else {
+      model_decommit(p);
+    }
+    assert_matches_model(p, op);
+  }
+  cr_assert_gt(inserts, 1000);
+  cr_assert_gt(takes, 1000);
+  cr_assert_gt(pops, 100);
+  /* The run must have built up a real tree, not hovered near empty. */
+  cr_assert_gt(p->ranges, 20, "only %zu ranges at the end", p->ranges);
+}
+
+/* -------------------------------------------------- system call table spy */
+
+struct call {
+  void *addr;
+  size_t len;
+  int arg; /* flags for mmap, advice for madvise */
+  void *ret;
+};
+
+#define MAX_CALLS 64
+static struct call maps[MAX_CALLS], unmaps[MAX_CALLS], advs[MAX_CALLS];
+static int n_maps, n_unmaps, n_advs;
+static int meta_allowed = -1;   /* bookkeeping mmaps left to allow; -1: all */
+static int madv_free_errno;     /* MADV_FREE fails with this when non-zero */
+static int munmaps_to_fail;     /* the next this many munmaps fail */
+static int trapped;             /* calls made while the trap was set */
+
+/* The library maps bookkeeping without MAP_NORESERVE and reservations with
+ * it: that is how the spy tells them apart. */
+static bool is_meta(int flags) { return !(flags & MAP_NORESERVE); }
+
+static void record(struct call *log, int *n, void *addr, size_t len, int arg,
+                   void *ret) {
+  if (*n < MAX_CALLS) log[*n] = (struct call){addr, len, arg, ret};
+  (*n)++;
+}
+
+static void *spy_mmap(void *addr, size_t len, int prot, int flags, int fd,
+                      off_t off) {
+  void *ret;
+  if (is_meta(flags) && meta_allowed == 0) {
+    errno = ENOMEM;
+    ret = MAP_FAILED;
+  } else {
+    if (is_meta(flags) && meta_allowed > 0) meta_allowed--;
+    ret = mmap(addr, len, prot, flags, fd, off);
+  }
+  int saved = errno;
+  record(maps, &n_maps, addr, len, flags, ret);
+  errno = saved;
+  return ret;
+}
+
+static int spy_munmap(void *addr, size_t len) {
+  record(unmaps, &n_unmaps, addr, len, 0, NULL);
+  if (munmaps_to_fail > 0) {
+    munmaps_to_fail--;
+    errno = EINVAL;
+    return -1;
+  }
+  return munmap(addr, len);
+}
+
+static int spy_madvise(void *addr, size_t len, int advice) {
+  record(advs, &n_advs, addr, len, advice, NULL);
+  if (advice == MADV_FREE && madv_free_errno) {
+    errno = madv_free_errno;
+    return -1;
+  }
+  return madvise(addr, len, advice);
+}
+
+static void spy_install(void) {
+  osmem__posix_sys.mmap = spy_mmap;
+  osmem__posix_sys.munmap = spy_munmap;
+  osmem__posix_sys.madvise = spy_madvise;
+  n_maps = n_unmaps = n_advs = 0;
+}
+
+/* Every entry of the trap fails and counts: proof that nothing was called. */
+static void *trap_mmap(void *a, size_t l, int p, int f, int fd, off_t o) {
+  (void)a, (void)l, (void)p, (void)f, (void)fd, (void)o;
+  trapped++;
+  errno = ENOMEM;
+  return MAP_FAILED;
+}
+static int trap_munmap(void *a, size_t l) {
+  (void)a, (void)l;
+  trapped++;
+  errno = EINVAL;
+  return -1;
+}
+static int trap_madvise(void *a, size_t l, int adv) {
+  (void)a, (void)l, (void)adv;
+  trapped++;
+  errno = EINVAL;
+  return -1;
+}
+static long trap_mbind(void *a, unsigned long l, int m, const unsigned long *nm,
+                       unsigned long mx, unsigned f) {
+  (void)a, (void)l, (void)m, (void)nm, (void)mx, (void)f;
+  trapped++;
+  errno = EIO;
+  return -1;
+}
+
+static void trap_install(void) {
+  osmem__posix_sys.mmap = trap_mmap;
+  osmem__posix_sys.munmap = trap_munmap;
+  osmem__posix_sys.madvise = trap_madvise;
+  osmem__posix_sys.mbind = trap_mbind;
+  trapped = 0;
+}
+
+static void assert_no_os_calls(struct osmem_stats a, struct osmem_stats b) {
+  cr_assert_eq(b.os_maps, a.os_maps, "os_maps %ju -> %ju", (uintmax_t)a.os_maps,
+               (uintmax_t)b.os_maps);
+  cr_assert_eq(b.os_unmaps, a.os_unmaps);
+  cr_assert_eq(b.os_madvise, a.os_madvise);
+  cr_assert_eq(b.os_mbind, a.os_mbind);
+  cr_assert_eq(b.reservations, a.reservations);
+  cr_assert_eq(b.bytes_mapped, a.bytes_mapped);
+  cr_assert_eq(b.align_hint_hits + b.align_exact_hits + b.align_trims,
+               a.align_hint_hits + a.align_exact_hits + a.align_trims);
+}
+
+/* The library's state as osmem_stats shows it (not the OS call counters). */
+static void assert_same_state(struct osmem_stats a, struct osmem_stats b) {
+  cr_assert_eq(b.mblocks_in_use, a.mblocks_in_use, "mblocks_in_use %ju -> %ju",
+               (uintmax_t)a.mblocks_in_use, (uintmax_t)b.mblocks_in_use);
+  cr_assert_eq(b.mblocks_peak, a.mblocks_peak, "mblocks_peak %ju -> %ju",
+               (uintmax_t)a.mblocks_peak, (uintmax_t)b.mblocks_peak);
+  cr_assert_eq(b.mblocks_pooled, a.mblocks_pooled, "mblocks_pooled %ju -> %ju",
+               (uintmax_t)a.mblocks_pooled, (uintmax_t)b.mblocks_pooled);
+  cr_assert_eq(b.mblocks_pooled_resident, a.mblocks_pooled_resident,
+               "mblocks_pooled_resident %ju -> %ju",
+               (uintmax_t)a.mblocks_pooled_resident,
+               (uintmax_t)b.mblocks_pooled_resident);
+  cr_assert_eq(b.pool_ranges, a.pool_ranges, "pool_ranges %ju -> %ju",
+               (uintmax_t)a.pool_ranges, (uintmax_t)b.pool_ranges);
+  cr_assert_eq(b.bytes_mapped, a.bytes_mapped, "bytes_mapped %ju -> %ju",
+               (uintmax_t)a.bytes_mapped, (uintmax_t)b.bytes_mapped);
+  cr_assert_eq(b.bytes_reserved_unused, a.bytes_reserved_unused,
+               "bytes_reserved_unused %ju -> %ju",
+               (uintmax_t)a.bytes_reserved_unused,
+               (uintmax_t)b.bytes_reserved_unused);
+  cr_assert_eq(b.reservations, a.reservations, "reservations %ju -> %ju",
+               (uintmax_t)a.reservations, (uintmax_t)b.reservations);
+}
+
+/* ------------------------------------------------------ /proc/self/maps */
+
+static char maps_buf[1 << 20];
+
+/* Bytes of [p, p + len) that some mapping of this process covers. Reads with
+ * open/read, so that no allocation can map memory meanwhile. */
+static size_t mapped_bytes(const void *p, size_t len) {
+  int fd = open("/proc/self/maps", O_RDONLY);
+  cr_assert_geq(fd, 0);
+  size_t n = 0;
+  ssize_t got;
+  while ((got = read(fd, maps_buf + n, sizeof maps_buf - 1 - n)) > 0)
+    n += (size_t)got;
+  close(fd);
+  cr_assert_lt(n, sizeof maps_buf - 1, "/proc/self/maps too big");
+  maps_buf[n] = '\0';
+  uintptr_t lo = (uintptr_t)p, hi = lo + len;
+  size_t covered = 0;
+  for (char *s = maps_buf; *s;) {
+    char *end;
+    uintptr_t a = (uintptr_t)strtoull(s, &end, 16);
+    cr_assert_eq(*end, '-', "unparsable /proc/self/maps line");
+    uintptr_t b = (uintptr_t)strtoull(end + 1, &end, 16);
+    if (a < hi && b > lo) covered += (b < hi ? b : hi) - (a > lo ? a : lo);
+    s = strchr(s, '\n');
+    if (!s) break;
+    s++;
+  }
+  return covered;
+}
+
+static void fill_and_check(void *p, size_t n, unsigned char byte) {
+  memset(p, byte, n * MB);
+  for (size_t i = 0; i < n; i++) {
+    cr_assert_eq(((unsigned char *)p)[i * MB], byte);
+    cr_assert_eq(((unsigned char *)p)[i * MB + MB - 1], byte);
+  }
+}
+
+/* ------------------------------------------------------ public API: reuse */
+
+Test(pool_api, free_then_get_reuses_address_without_os_calls) {
+  void *p = osmem_get_mblocks(5);
+  cr_assert_not_null(p);
+  cr_assert_eq(osmem_free_mblocks(p, 5), 0);
+  assert_invariants();
+  struct osmem_stats s0 = stats_now();
+  cr_assert_eq(s0.mblocks_pooled, 5);
+  trap_install();
+  void *q = osmem_get_mblocks(5);
+  cr_assert_eq(trapped, 0, "%d system calls on a pool hit", trapped);
+  osmem__posix_sys_reset();
+  cr_assert_eq(q, p);
+  struct osmem_stats s1 = stats_now();
+  assert_no_os_calls(s0, s1);
+  cr_assert_eq(s1.mblocks_pooled, 0);
+  cr_assert_eq(s1.pool_ranges, 0);
+  cr_assert_eq(s1.mblocks_in_use, 5);
+  assert_invariants();
+}
+
+Test(pool_api, freed_neighbours_coalesce_and_serve_a_larger_get) {
+  char *a = osmem_get_mblocks(1), *b = osmem_get_mblocks(1),
+       *c = osmem_get_mblocks(1);
+  cr_assert_not_null(a);
+  cr_assert_eq(b, a - MB, "fresh gets are carved top-down");
+  cr_assert_eq(c, b - MB);
+  assert_invariants();
+  cr_assert_eq(osmem_free_mblocks(a, 1), 0);
+  assert_invariants();
+  cr_assert_eq(stats_now().pool_ranges, 1);
+  cr_assert_eq(osmem_free_mblocks(c, 1), 0);
+  assert_invariants();
+  cr_assert_eq(stats_now().pool_ranges, 2, "a and c do not touch");
+  cr_assert_eq(osmem_free_mblocks(b, 1), 0);
+  assert_invariants();
+  struct osmem_stats s0 = stats_now();
+  cr_assert_eq(s0.pool_ranges, 1, "b joins both neighbours");
+  cr_assert_eq(s0.mblocks_pooled, 3);
+  trap_install();
+  void *d = osmem_get_mblocks(3);
+  cr_assert_eq(trapped, 0);
+  osmem__posix_sys_reset();
+  cr_assert_eq(d, c, "the merged range starts at the lowest of the three");
+  assert_no_os_calls(s0, stats_now());
+  cr_assert_eq(stats_now().mblocks_pooled, 0);
+  assert_invariants();
+}
+
+Test(pool_api, get_larger_than_any_pooled_range_leaves_pool_alone) {
+  char *p = osmem_get_mblocks(2);
+  cr_assert_not_null(p);
+  cr_assert_eq(osmem_free_mblocks(p, 2), 0);
+  assert_invariants();
+  char *q = osmem_get_mblocks(3);
+  cr_assert_not_null(q);
+  assert_invariants();
+  cr_assert(q + 3 * MB <= p || q >= p + 2 * MB, "overlaps the pooled range");
+  struct osmem_stats s = stats_now();
+  cr_assert_eq(s.mblocks_pooled, 2);
+  cr_assert_eq(s.pool_ranges, 1);
+  cr_assert_eq(osmem_get_mblocks(2), p, "the pooled range is still there");
+  assert_invariants();
+}
+
+/* ---------------------------------------------------- public API: release */
+
+Test(pool_api, release_unmaps_exactly_the_pooled_ranges) {
+  char *a = osmem_get_mblocks(2), *b = osmem_get_mblocks(3),
+       *c = osmem_get_mblocks(4), *d = osmem_get_mblocks(5);
+  cr_assert(a && b && c && d);
+  fill_and_check(a, 2, 0x11);
+  fill_and_check(c, 4, 0x33);
+  cr_assert_eq(osmem_free_mblocks(a, 2), 0);
+  cr_assert_eq(osmem_free_mblocks(c, 4), 0);
+  assert_invariants();
+  struct osmem_stats s0 = stats_now();
+  cr_assert_eq(s0.pool_ranges, 2);
+  cr_assert_eq(s0.mblocks_pooled, 6);
+  size_t released = osmem_release_free_memory();
+  struct osmem_stats s1 = stats_now();
+  cr_assert_eq(released, s0.mblocks_pooled * MB, "released %zu", released);
+  cr_assert_eq(s1.mblocks_pooled, 0);
+  cr_assert_eq(s1.mblocks_pooled_resident, 0);
+  cr_assert_eq(s1.pool_ranges, 0);
+  cr_assert_eq(s1.bytes_mapped, s0.bytes_mapped - released);
+  cr_assert_eq(s1.os_unmaps, s0.os_unmaps + 2, "one munmap per range");
+  cr_assert_eq(s1.bytes_reserved_unused, s0.bytes_reserved_unused);
+  cr_assert_eq(mapped_bytes(a, 2 * MB), 0, "a still mapped");
+  cr_assert_eq(mapped_bytes(c, 4 * MB), 0, "c still mapped");
+  cr_assert_eq(mapped_bytes(b, 3 * MB), 3 * MB, "in-use b unmapped");
+  cr_assert_eq(mapped_bytes(d, 5 * MB), 5 * MB, "in-use d unmapped");
+  fill_and_check(b, 3, 0x22);
+  fill_and_check(d, 5, 0x44);
+  cr_assert(osmem_is_heap(b) && osmem_is_heap(d));
+  cr_assert_not(osmem_is_heap(a) || osmem_is_heap(c));
+  assert_invariants();
+}
+
+Test(pool_api, release_with_empty_pool_returns_zero) {
+  char *p = osmem_get_mblocks(3);
+  cr_assert_not_null(p);
+  struct osmem_stats s0 = stats_now();
+  cr_assert_eq(osmem_release_free_memory(), 0);
+  struct osmem_stats s1 = stats_now();
+  assert_no_os_calls(s0, s1);
+  assert_same_state(s0, s1);
+  cr_assert_eq(mapped_bytes(p, 3 * MB), 3 * MB);
+  assert_invariants();
+}
+
+Test(pool_api, release_keeps_a_range_the_os_refuses) {
+  char *p = osmem_get_mblocks(6);
+  cr_assert_not_null(p);
+  cr_assert_eq(osmem_free_mblocks(p, 2), 0);
+  cr_assert_eq(osmem_free_mblocks(p + 3 * MB, 2), 0);
+  assert_invariants();
+  struct osmem_stats s0 = stats_now();
+  spy_install();
+  munmaps_to_fail = 1; /* the lowest range goes first, and fails */
+  size_t released = osmem_release_free_memory();
+  struct osmem_stats s1 = stats_now();
+  cr_assert_eq(n_unmaps, 2);
+  cr_assert_eq(unmaps[0].addr, p);
+  cr_assert_eq(unmaps[0].len, 2 * MB);
+  cr_assert_eq(unmaps[1].addr, p + 3 * MB);
+  cr_assert_eq(released, 2 * MB, "only the unmapped range counts");
+  cr_assert_eq(s1.mblocks_pooled, 2);
+  cr_assert_eq(s1.pool_ranges, 1);
+  cr_assert_eq(s1.bytes_mapped, s0.bytes_mapped - 2 * MB);
+  assert_invariants();
+  cr_assert_eq(osmem_release_free_memory(), 2 * MB, "a later try succeeds");
+  cr_assert_eq(stats_now().mblocks_pooled, 0);
+  assert_invariants();
+}
+
+/* --------------------------------------------------- public API: decommit */
+
+Test(decommit, threshold_zero_decommits_each_free) {
+  osmem_set_decommit_threshold(0);
+  char *p = osmem_get_mblocks(3);
+  cr_assert_not_null(p);
+  fill_and_check(p, 3, 0x5a);
+  spy_install();
+  struct osmem_stats s0 = stats_now();
+  cr_assert_eq(osmem_free_mblocks(p, 3), 0);
+  struct osmem_stats s1 = stats_now();
+  cr_assert_eq(s1.os_madvise, s0.os_madvise + 1);
+  cr_assert_eq(n_advs, 1);
+  cr_assert_eq(advs[0].addr, p);
+  cr_assert_eq(advs[0].len, 3 * MB);
+  cr_assert_eq(advs[0].arg, MADV_FREE);
+  cr_assert_eq(s1.mblocks_pooled, 3);
+  cr_assert_eq(s1.mblocks_pooled_resident, 0);
+  assert_invariants();
+}
+
+Test(decommit, exceeding_default_threshold_decommits_merged_range) {
+  char *p = osmem_get_mblocks(65);
+  cr_assert_not_null(p);
+  spy_install();
+  cr_assert_eq(osmem_free_mblocks(p + MB, 64), 0);
+  assert_invariants();
+  cr_assert_eq(n_advs, 0, "64 MiB does not exceed the 64 MiB default");
+  cr_assert_eq(stats_now().mblocks_pooled_resident, 64);
+  cr_assert_eq(osmem_free_mblocks(p, 1), 0);
+  assert_invariants();
+  cr_assert_eq(n_advs, 1);
+  cr_assert_eq(advs[0].addr, p, "the whole coalesced range");
+  cr_assert_eq(advs[0].len, 65 * MB);
+  struct osmem_stats s = stats_now();
+  cr_assert_eq(s.mblocks_pooled_resident, 0);
+  cr_assert_eq(s.mblocks_pooled, 65);
+}
+
+Test(decommit, large_threshold_makes_no_madvise) {
+  osmem_set_decommit_threshold((size_t)1 << 30);
+  char *p = osmem_get_mblocks(80); /* over the default threshold */
+  cr_assert_not_null(p);
+  struct osmem_stats s0 = stats_now();
+  cr_assert_eq(osmem_free_mblocks(p, 80), 0);
+  struct osmem_stats s1 = stats_now();
+  cr_assert_eq(s1.os_madvise, s0.os_madvise);
+  cr_assert_eq(s1.mblocks_pooled_resident, 80);
+  assert_invariants();
+}
+
+Test(decommit, lowering_threshold_decommits_at_once_lowest_first) {
+  char *p = osmem_get_mblocks(14);
+  cr_assert_not_null(p);
+  /* Three ranges of 4, kept apart by megablocks still in use. */
+  cr_assert_eq(osmem_free_mblocks(p, 4), 0);
+  cr_assert_eq(osmem_free_mblocks(p + 5 * MB, 4), 0);
+  cr_assert_eq(osmem_free_mblocks(p + 10 * MB, 4), 0);
+  assert_invariants();
+  cr_assert_eq(stats_now().mblocks_pooled_resident, 12);
+  spy_install();
+  struct osmem_stats s0 = stats_now();
+  cr_assert_eq(osmem_set_decommit_threshold(8 * MB),
+               OSMEM__DEFAULT_DECOMMIT_THRESHOLD, "returns the old threshold");
+  struct osmem_stats s1 = stats_now();
+  assert_invariants();
+  cr_assert_eq(s1.os_madvise, s0.os_madvise + 1);
+  cr_assert_eq(n_advs, 1);
+  cr_assert_eq(advs[0].addr, p, "the lowest range first");
+  cr_assert_eq(advs[0].len, 4 * MB);
+  cr_assert_eq(s1.mblocks_pooled_resident, 8, "exactly at the threshold");
+  cr_assert_eq(osmem_set_decommit_threshold(0), 8 * MB);
+  assert_invariants();
+  cr_assert_eq(n_advs, 3);
+  cr_assert_eq(advs[1].addr, p + 5 * MB);
+  cr_assert_eq(advs[2].addr, p + 10 * MB);
+  cr_assert_eq(advs[2].len, 4 * MB);
+  struct osmem_stats s2 = stats_now();
+  cr_assert_eq(s2.mblocks_pooled_resident, 0);
+  cr_assert_eq(s2.mblocks_pooled, 12);
+}
+
+Test(decommit, size_max_never_decommits) {
+  osmem_set_decommit_threshold(SIZE_MAX);
+  char *p = osmem_get_mblocks(100);
+  cr_assert_not_null(p);
+  struct osmem_stats s0 = stats_now();
+  cr_assert_eq(osmem_free_mblocks(p, 50), 0);
+  cr_assert_eq(osmem_free_mblocks(p + 50 * MB, 50), 0);
+  assert_invariants();
+  struct osmem_stats s1 = stats_now();
+  cr_assert_eq(s1.os_madvise, s0.os_madvise);
+  cr_assert_eq(s1.mblocks_pooled_resident, 100);
+  /* The same memory is decommitted as soon as the threshold allows it. */
+  cr_assert_eq(osmem_set_decommit_threshold(OSMEM__DEFAULT_DECOMMIT_THRESHOLD),
+               SIZE_MAX);
+  assert_invariants();
+  struct osmem_stats s2 = stats_now();
+  cr_assert_eq(s2.os_madvise, s1.os_madvise + 1);
+  cr_assert_eq(s2.mblocks_pooled_resident, 0);
+}
+
+Test(decommit, madv_free_einval_falls_back_to_dontneed_for_good) {
+  osmem_set_decommit_threshold(0);
+  char *p = osmem_get_mblocks(3);
+  cr_assert_not_null(p);
+  spy_install();
+  madv_free_errno = EINVAL; /* a kernel without MADV_FREE */
+  struct osmem_stats s0 = stats_now();
+  cr_assert_eq(osmem_free_mblocks(p, 1), 0);
+  struct osmem_stats s1 = stats_now();
+  assert_invariants();
+  cr_assert_eq(s1.os_madvise, s0.os_madvise + 2);
+  cr_assert_eq(n_advs, 2);
+  cr_assert_eq(advs[0].arg, MADV_FREE);
+  cr_assert_eq(advs[1].arg, MADV_DONTNEED);
+  cr_assert_eq(advs[1].addr, p);
+  cr_assert_eq(advs[1].len, MB);
+  cr_assert_eq(s1.mblocks_pooled_resident, 0);
+  cr_assert_eq(osmem_free_mblocks(p + 2 * MB, 1), 0); /* not adjacent */
+  struct osmem_stats s2 = stats_now();
+  assert_invariants();
+  cr_assert_eq(s2.os_madvise, s1.os_madvise + 1, "MADV_FREE not retried");
+  cr_assert_eq(n_advs, 3);
+  cr_assert_eq(advs[2].arg, MADV_DONTNEED);
+  cr_assert_eq(advs[2].addr, p + 2 * MB);
+  cr_assert_eq(s2.mblocks_pooled_resident, 0);
+}
+
+Test(decommit, other_madvise_error_keeps_range_resident) {
+  osmem_set_decommit_threshold(0);
+  char *p = osmem_get_mblocks(3);
+  cr_assert_not_null(p);
+  spy_install();
+  madv_free_errno = EAGAIN;
+  cr_assert_eq(osmem_free_mblocks(p, 1), 0);
+  assert_invariants();
+  cr_assert_eq(n_advs, 1, "no fallback for an error other than EINVAL");
+  cr_assert_eq(stats_now().mblocks_pooled_resident, 1);
+  madv_free_errno = 0;
+  cr_assert_eq(osmem_free_mblocks(p + 2 * MB, 1), 0);
+  assert_invariants();
+  cr_assert_eq(n_advs, 2);
+  cr_assert_eq(advs[1].arg, MADV_FREE, "MADV_FREE still in use");
+  cr_assert_eq(advs[1].addr, p + 2 * MB);
+  cr_assert_eq(stats_now().mblocks_pooled_resident, 1);
+}
+
+/* ---------------------------------------------------- bookkeeping failure */
+
+Test(bookkeeping, first_get_fails_cleanly_without_meta_memory) {
+  cr_assert_eq(osmem_init(), 0);
+  struct osmem_stats s0 = stats_now();
+  spy_install();
+  meta_allowed = 0;
+  errno = 0;
+  cr_assert_null(osmem_get_mblocks(1));
+  cr_assert_eq(errno, ENOMEM);
+  struct osmem_stats s1 = stats_now();
+  assert_same_state(s0, s1);
+  cr_assert_eq(n_maps, 1, "only the failed bookkeeping mmap");
+  cr_assert(is_meta(maps[0].arg));
+  cr_assert_eq(s1.os_maps, s0.os_maps + 1);
+  cr_assert_eq(s1.os_unmaps, s0.os_unmaps);
+  assert_invariants();
+  meta_allowed = -1;
+  void *p = osmem_get_mblocks(1);
+  cr_assert_not_null(p);
+  cr_assert(is_mblock_aligned(p) && osmem_is_heap(p));
+  assert_invariants();
+}
+
+Test(bookkeeping, heapmap_leaf_failure_unmaps_the_reservation) {
+  cr_assert_eq(osmem_init(), 0);
+  struct osmem_stats s0 = stats_now();
+  spy_install();
+  meta_allowed = 1; /* pool nodes yes, heap map leaf no */
+  errno = 0;
+  cr_assert_null(osmem_get_mblocks(1));
+  cr_assert_eq(errno, ENOMEM);
+  struct osmem_stats s1 = stats_now();
+  assert_same_state(s0, s1);
+  assert_invariants();
+  /* node chunk, reservation, failed leaf */
+  cr_assert_eq(n_maps, 3, "%d mmaps", n_maps);
+  cr_assert(is_meta(maps[0].arg) && !is_meta(maps[1].arg) &&
+            is_meta(maps[2].arg));
+  cr_assert_eq(maps[2].ret, MAP_FAILED);
+  cr_assert_eq(n_unmaps, 1, "the untracked reservation is given back");
+  cr_assert_eq(unmaps[0].addr, maps[1].ret);
+  cr_assert_eq(unmaps[0].len, maps[1].len);
+  cr_assert_eq(s1.os_unmaps, s0.os_unmaps + 1);
+  cr_assert_eq(mapped_bytes(maps[1].ret, maps[1].len), 0);
+  meta_allowed = -1;
+  void *p = osmem_get_mblocks(1);
+  cr_assert_not_null(p);
+  assert_invariants();
+  cr_assert_eq(stats_now().reservations, 1);
+  cr_assert_eq(maps[3].len, OSMEM__RESERVE_FIRST,
+               "a failed try does not grow the next reservation");
+}
+
+/* Hides available pool nodes (spare list first, then never used ones) so
+ * that exactly `keep` remain. The hidden nodes are simply never used again. */
+static void hide_spares(size_t keep) {
+  struct osmem__pool *p = &osmem__g.pool;
+  while (osmem__pool_spare_nodes(p) > keep && p->spare) {
+    p->spare = p->spare->right;
+    p->spare_count--;
+  }
+  size_t fresh = (size_t)(p->fresh_end - p->fresh);
+  if (fresh > keep - p->spare_count)
+    p->fresh_end = p->fresh + (keep - p->spare_count);
+  cr_assert_eq(osmem__pool_spare_nodes(p), keep);
+}
+
+Test(bookkeeping, late_failure_on_pool_path_leaves_state_unchanged) {
+  char *p = osmem_get_mblocks(8);
+  cr_assert_not_null(p);
+  osmem_set_decommit_threshold(0); /* the undo must keep it non-resident */
+  cr_assert_eq(osmem_free_mblocks(p + 2 * MB, 6), 0);
+  assert_invariants();
+  cr_assert_eq(stats_now().mblocks_pooled_resident, 0);
+  /* 2 in use: the get's first check (in_use + 2 spares) passes, the one for
+   * the 5 megablocks it hands out must map bookkeeping, and fails. */
+  hide_spares(osmem__g.in_use + 2);
+  assert_invariants();
+  struct osmem_stats s0 = stats_now();
+  spy_install();
+  meta_allowed = 0;
+  errno = 0;
+  cr_assert_null(osmem_get_mblocks(5));
+  cr_assert_eq(errno, ENOMEM);
+  cr_assert_eq(n_maps, 1);
+  assert_same_state(s0, stats_now());
+  assert_invariants();
+  meta_allowed = -1;
+  cr_assert_eq(osmem_get_mblocks(5), p + 2 * MB);
+  assert_invariants();
+}
+
+/* Grows the heap with real gets until the current reservation holds n unused
+ * megablocks and handing them out needs more pool nodes than are spare. */
+static void build_up_carve(size_t n) {
+  cr_assert_not_null(osmem_get_mblocks(1));
+  for (size_t k = 16;; k *= 2) {
+    struct osmem_stats s = stats_now();
+    if (s.bytes_reserved_unused >= n * MB &&
+        s.mblocks_in_use + n > osmem__pool_spare_nodes(&osmem__g.pool))
+      break;
+    cr_assert_leq(k, 4096, "setup never reached a carve of %zu", n);
+    cr_assert_not_null(osmem_get_mblocks(k));
+    assert_invariants();
+  }
+  const struct osmem__pool_node *root = osmem__g.pool.root;
+  cr_assert(root == NULL || root->max_len < n, "no pooled range fits");
+}
+
+/* Fails (library bug): get_locked() undoes a fresh take whose second
+ * osmem__pool_reserve_nodes() fails by inserting the carved megablocks into
+ * the pool instead of giving them back to the reservation, so
+ * mblocks_pooled, pool_ranges and bytes_reserved_unused change although
+ * osmem.h promises an unchanged state on failure. */
+Test(bookkeeping, late_failure_on_fresh_path_leaves_state_unchanged) {
+  const size_t n = 400;
+  build_up_carve(n);
+  struct osmem_stats s0 = stats_now();
+  spy_install();
+  meta_allowed = 0;
+  errno = 0;
+  cr_assert_null(osmem_get_mblocks(n));
+  cr_assert_eq(errno, ENOMEM);
+  cr_assert_eq(n_maps, 1, "only the failed bookkeeping mmap");
+  assert_invariants();
+  /* osmem.h: "On failure the library's state is unchanged." */
+  assert_same_state(s0, stats_now());
+}
