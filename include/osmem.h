@@ -86,8 +86,11 @@ OSMEM_EXTERN int osmem_init(void);
  * Returns the first megablock's address, or NULL with errno set to:
  *   EINVAL  n == 0.
  *   ENOMEM  n * OSMEM_MBLOCK_SIZE does not fit in a size_t (the product is
- *           never allowed to wrap), the OS refused to map memory, or the
- *           library could not allocate its own bookkeeping.
+ *           never allowed to wrap) or in the address space (2^48 bytes on
+ *           64-bit systems), the OS refused to map memory, or the library
+ *           could not map its own bookkeeping (48 bytes of address space per
+ *           megablock handed out, set aside before the memory is taken and
+ *           touched only when used).
  * On ENOMEM the out-of-memory handler, if one is installed, is called first
  * (see osmem_set_oom_handler). On failure the library's state is unchanged.
  * Complexity: O(log F) plus, rarely, one mmap for a new reservation.

@@ -1,3 +1,574 @@
+/* The public API, call by call, as include/osmem.h documents it. */
+#include <config.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "../osmem/posix/sys.h"
 #include "helpers.h"
 
-Test(api, placeholder) { cr_assert(1); }
+#define MB OSMEM_MBLOCK_SIZE
+
+static char at(void *p, size_t off) { return ((volatile char *)p)[off]; }
+
+static void put(void *p, size_t off, char v) { ((volatile char *)p)[off] = v; }
+
+/* Every field, including the OS call counters, is the same. */
+static void assert_stats_same(struct osmem_stats a, struct osmem_stats b) {
+  cr_assert_eq(memcmp(&a, &b, sizeof a), 0, "statistics changed");
+}
+
+/* The library's state (not its OS call counters) is the same. */
+#define SAME_FIELD(a, b, f)                                                 \
+  cr_assert_eq((a).f, (b).f, #f " changed: %llu before, %llu after",       \
+               (unsigned long long)(a).f, (unsigned long long)(b).f)
+
+static void assert_state_same(struct osmem_stats a, struct osmem_stats b) {
+  SAME_FIELD(a, b, mblocks_in_use);
+  SAME_FIELD(a, b, mblocks_peak);
+  SAME_FIELD(a, b, mblocks_pooled);
+  SAME_FIELD(a, b, mblocks_pooled_resident);
+  SAME_FIELD(a, b, pool_ranges);
+  SAME_FIELD(a, b, bytes_mapped);
+  SAME_FIELD(a, b, bytes_reserved_unused);
+  SAME_FIELD(a, b, reservations);
+}
+
+/* An MB-aligned region of `n` megablocks from our own mmap, not the library. */
+static void *foreign_region(size_t n, void **base, size_t *len) {
+  *len = (n + 1) * MB;
+  *base = mmap(NULL, *len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+               -1, 0);
+  cr_assert_neq(*base, MAP_FAILED, "mmap: %s", strerror(errno));
+  return (void *)(((uintptr_t)*base + MB - 1) & ~(uintptr_t)OSMEM_MBLOCK_MASK);
+}
+
+/* ------------------------------------------------------------ small calls */
+
+Test(api, init_is_idempotent) {
+  for (int i = 0; i < 5; i++) cr_assert_eq(osmem_init(), 0);
+  void *p = osmem_get_mblocks(1);
+  cr_assert_not_null(p);
+  struct osmem_stats s = stats_now();
+  cr_assert_eq(osmem_init(), 0);
+  assert_stats_same(s, stats_now());
+  cr_assert(osmem_is_heap(p), "init after use forgot a live megablock");
+}
+
+Test(api, version_matches_macros) {
+  char want[32];
+  snprintf(want, sizeof want, "%d.%d.%d", OSMEM_VERSION_MAJOR,
+           OSMEM_VERSION_MINOR, OSMEM_VERSION_PATCH);
+  cr_assert_str_eq(osmem_version(), want);
+  cr_assert_eq(OSMEM_VERSION_HEX, (OSMEM_VERSION_MAJOR << 16) |
+                                      (OSMEM_VERSION_MINOR << 8) |
+                                      OSMEM_VERSION_PATCH);
+}
+
+Test(api, mblock_shift_matches_header) {
+  cr_assert_eq(osmem_mblock_shift(), (unsigned)OSMEM_MBLOCK_SHIFT);
+  cr_assert_eq(MB, (size_t)1 << osmem_mblock_shift());
+}
+
+Test(api, backend_is_posix) { cr_assert_str_eq(osmem_backend(), "posix"); }
+
+Test(api, page_size_is_sysconf) {
+  cr_assert_eq(osmem_page_size(), (size_t)sysconf(_SC_PAGESIZE));
+}
+
+Test(api, physical_memory_is_sysconf) {
+  uint64_t want = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
+  cr_assert_gt(want, 0);
+  cr_assert_eq(osmem_physical_memory(), want);
+  cr_assert_eq(osmem_physical_memory(), want, "second call differs");
+}
+
+/* ------------------------------------------------------------------- get */
+
+/* Fresh runs of 1, 2, 17 and 1024: aligned, zero-filled, every megablock
+ * writable at its first and last byte, and no two runs overlapping. */
+Test(api, get_aligned_fresh_zeroed_writable) {
+  static const size_t sizes[] = {1, 2, 17, 1024};
+  void *runs[4];
+  for (size_t i = 0; i < 4; i++) {
+    size_t n = sizes[i];
+    char *p = osmem_get_mblocks(n);
+    cr_assert_not_null(p, "get(%zu): %s", n, strerror(errno));
+    cr_assert(is_mblock_aligned(p), "get(%zu) = %p not aligned", n, (void *)p);
+    runs[i] = p;
+    if (n <= 17) { /* whole run reads as zero */
+      for (size_t off = 0; off < n * MB; off += sizeof(long))
+        cr_assert_eq(*(volatile long *)(p + off), 0, "get(%zu): byte %zu", n, off);
+    }
+    for (size_t m = 0; m < n; m++) {
+      cr_assert_eq(at(p, m * MB), 0);
+      cr_assert_eq(at(p, (m + 1) * MB - 1), 0);
+      put(p, m * MB, (char)(i + 1));
+      put(p, (m + 1) * MB - 1, (char)(i + 1));
+    }
+    assert_invariants();
+  }
+  for (size_t i = 0; i < 4; i++) /* nobody overwrote anybody */
+    for (size_t m = 0; m < sizes[i]; m++) {
+      cr_assert_eq(at(runs[i], m * MB), (char)(i + 1));
+      cr_assert_eq(at(runs[i], (m + 1) * MB - 1), (char)(i + 1));
+    }
+  cr_assert_eq(stats_now().mblocks_in_use, 1 + 2 + 17 + 1024);
+}
+
+Test(api, get_zero_is_einval_without_state_change) {
+  struct osmem_stats before = stats_now();
+  errno = 0;
+  cr_assert_null(osmem_get_mblocks(0));
+  cr_assert_eq(errno, EINVAL);
+  assert_stats_same(before, stats_now());
+}
+
+Test(api, get_overflow_is_enomem_without_os_call) {
+  static const size_t ns[] = {SIZE_MAX, (SIZE_MAX >> OSMEM_MBLOCK_SHIFT) + 1,
+                              SIZE_MAX / 2};
+  void *live = osmem_get_mblocks(1);
+  cr_assert_not_null(live);
+  struct osmem_stats before = stats_now();
+  for (size_t i = 0; i < 3; i++) {
+    errno = 0;
+    cr_assert_null(osmem_get_mblocks(ns[i]), "get(%zu)", ns[i]);
+    cr_assert_eq(errno, ENOMEM, "get(%zu): errno %d", ns[i], errno);
+  }
+  assert_stats_same(before, stats_now());
+  assert_invariants();
+}
+
+/* The largest n whose product fits: a size_t, but no OS can map it. */
+Test(api, get_largest_product_is_enomem) {
+  struct osmem_stats before = stats_now();
+  errno = 0;
+  cr_assert_null(osmem_get_mblocks(SIZE_MAX >> OSMEM_MBLOCK_SHIFT));
+  cr_assert_eq(errno, ENOMEM);
+  assert_state_same(before, stats_now());
+  assert_invariants();
+}
+
+/* Address space of the process now, from /proc. 0 if unknown. */
+static size_t vm_size(void) {
+  FILE *f = fopen("/proc/self/statm", "r");
+  if (!f) return 0;
+  unsigned long pages = 0;
+  if (fscanf(f, "%lu", &pages) != 1) pages = 0;
+  fclose(f);
+  return pages * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/* Sizes that fit a size_t, refused by the OS (RLIMIT_AS leaves 48 MiB). */
+Test(api, get_refused_by_os_is_enomem_and_recovers) {
+  void *live = osmem_get_mblocks(1);
+  cr_assert_not_null(live);
+  size_t vm = vm_size();
+  if (vm == 0) cr_skip_test("/proc/self/statm unreadable");
+  struct rlimit rl;
+  cr_assert_eq(getrlimit(RLIMIT_AS, &rl), 0);
+  rl.rlim_cur = vm + ((size_t)48 << 20);
+  cr_assert_eq(setrlimit(RLIMIT_AS, &rl), 0, "setrlimit: %s", strerror(errno));
+
+  static const size_t ns[] = {256, (size_t)1 << 27};
+  struct osmem_stats before = stats_now();
+  for (size_t i = 0; i < 2; i++) {
+    errno = 0;
+    cr_assert_null(osmem_get_mblocks(ns[i]), "get(%zu) beat RLIMIT_AS", ns[i]);
+    cr_assert_eq(errno, ENOMEM, "get(%zu): errno %d", ns[i], errno);
+    assert_state_same(before, stats_now());
+    assert_invariants();
+  }
+  /* Still works: from the current reservation, then from a new one. */
+  void *a = osmem_get_mblocks(1);
+  cr_assert_not_null(a, "get(1) after ENOMEM: %s", strerror(errno));
+  void *b = osmem_get_mblocks(20);
+  cr_assert_not_null(b, "get(20) after ENOMEM: %s", strerror(errno));
+  cr_assert(is_mblock_aligned(a) && is_mblock_aligned(b));
+  put(b, 20 * MB - 1, 1);
+  cr_assert_eq(stats_now().mblocks_in_use, 22);
+  assert_invariants();
+}
+
+/* Bookkeeping for a fresh run's free (one pool node per megablock) cannot be
+ * had after the run was carved: the get must fail with the state unchanged.
+ * Node chunks are mapped without MAP_NORESERVE and are >= 64 KiB;
+ * reservations use MAP_NORESERVE, heap map leaves are 4 KiB. */
+static void *no_node_chunks(void *addr, size_t len, int prot, int flags, int fd,
+                            off_t off) {
+  if (!(flags & MAP_NORESERVE) && len >= ((size_t)64 << 10)) {
+    errno = ENOMEM;
+    return MAP_FAILED;
+  }
+  return mmap(addr, len, prot, flags, fd, off);
+}
+
+Test(api, get_bookkeeping_failure_leaves_state_unchanged) {
+  void *live = osmem_get_mblocks(1); /* first node chunk: ~1,300 spares */
+  cr_assert_not_null(live);
+  struct osmem_stats before = stats_now();
+  osmem__posix_sys.mmap = no_node_chunks;
+  errno = 0;
+  void *p = osmem_get_mblocks(2000); /* needs 2,001 spare nodes */
+  int err = errno;
+  osmem__posix_sys_reset();
+  cr_assert_null(p, "injection did not trigger");
+  cr_assert_eq(err, ENOMEM);
+  assert_invariants();
+  assert_state_same(before, stats_now());
+}
+
+/* --------------------------------------------------------------- is_heap */
+
+static int a_static_variable;
+
+Test(api, is_heap_true_inside_live_run) {
+  char *p = osmem_get_mblocks(3);
+  cr_assert_not_null(p);
+  cr_assert(osmem_is_heap(p));
+  cr_assert(osmem_is_heap(p + MB + 12345));
+  cr_assert(osmem_is_heap(p + 2 * MB));
+  cr_assert(osmem_is_heap(p + 3 * MB - 1));
+}
+
+Test(api, is_heap_false_after_free) {
+  char *p = osmem_get_mblocks(3);
+  cr_assert_not_null(p);
+  cr_assert_eq(osmem_free_mblocks(p, 3), 0);
+  cr_assert(!osmem_is_heap(p));
+  cr_assert(!osmem_is_heap(p + MB + 12345));
+  cr_assert(!osmem_is_heap(p + 3 * MB - 1));
+  assert_invariants();
+}
+
+Test(api, is_heap_false_for_foreign_pointers) {
+  char *p = osmem_get_mblocks(2); /* a live heap, so the map has leaves */
+  cr_assert_not_null(p);
+  int on_stack = 0;
+  void *heap = malloc(64);
+  cr_assert_not_null(heap);
+  void *base;
+  size_t len;
+  void *foreign = foreign_region(1, &base, &len);
+  cr_assert(!osmem_is_heap(NULL));
+  cr_assert(!osmem_is_heap(&on_stack));
+  cr_assert(!osmem_is_heap(&a_static_variable));
+  cr_assert(!osmem_is_heap(heap));
+  cr_assert(!osmem_is_heap(foreign));
+  cr_assert(!osmem_is_heap((char *)foreign + MB - 1));
+  cr_assert(!osmem_is_heap((void *)UINTPTR_MAX));
+  cr_assert(!osmem_is_heap((void *)((uintptr_t)1 << 62)));
+  /* Just past the run, and just before: never handed out in this process. */
+  cr_assert(!osmem_is_heap(p + 2 * MB));
+  cr_assert(!osmem_is_heap(p - 1));
+  cr_assert(osmem_is_heap(p + 2 * MB - 1));
+  free(heap);
+  munmap(base, len);
+}
+
+/* ------------------------------------------------------------------ free */
+
+/* A bad free: EINVAL, errno untouched, statistics and heap map unchanged. */
+static void assert_bad_free(char *live, size_t live_n, void *p, size_t n) {
+  struct osmem_stats before = stats_now();
+  errno = 4242;
+  int r = osmem_free_mblocks(p, n);
+  cr_assert_eq(r, EINVAL, "free(%p, %zu) = %d", p, n, r);
+  cr_assert_eq(errno, 4242, "free(%p, %zu) touched errno", p, n);
+  assert_stats_same(before, stats_now());
+  for (size_t m = 0; m < live_n; m++)
+    cr_assert(osmem_is_heap(live + m * MB), "free(%p, %zu) freed %p", p, n,
+              (void *)(live + m * MB));
+  assert_invariants();
+}
+
+Test(api, bad_free_n_zero) {
+  char *p = osmem_get_mblocks(2);
+  cr_assert_not_null(p);
+  assert_bad_free(p, 2, p, 0);
+}
+
+Test(api, bad_free_null) {
+  char *p = osmem_get_mblocks(2);
+  cr_assert_not_null(p);
+  assert_bad_free(p, 2, NULL, 1);
+  assert_bad_free(p, 2, NULL, 2);
+}
+
+Test(api, bad_free_misaligned) {
+  char *p = osmem_get_mblocks(2);
+  cr_assert_not_null(p);
+  assert_bad_free(p, 2, p + 1, 1);
+  assert_bad_free(p, 2, p + osmem_page_size(), 1);
+  assert_bad_free(p, 2, p + MB / 2, 1);
+}
+
+Test(api, bad_free_foreign) {
+  char *p = osmem_get_mblocks(2);
+  cr_assert_not_null(p);
+  void *base;
+  size_t len;
+  void *foreign = foreign_region(2, &base, &len);
+  assert_bad_free(p, 2, foreign, 1);
+  assert_bad_free(p, 2, foreign, 2);
+  munmap(base, len);
+}
+
+Test(api, bad_free_partial_overlap) {
+  char *p = osmem_get_mblocks(2);
+  cr_assert_not_null(p);
+  cr_assert(!osmem_is_heap(p + 2 * MB) && !osmem_is_heap(p - MB),
+            "neighbours of a fresh run are handed out");
+  assert_bad_free(p, 2, p, 3);          /* run of 2 freed as 3 */
+  assert_bad_free(p, 2, p - MB, 2);     /* starts before the run */
+  assert_bad_free(p, 2, p - MB, 3);     /* covers it and more */
+  assert_bad_free(p, 2, p + MB, 2);     /* last megablock and beyond */
+}
+
+Test(api, bad_free_double) {
+  char *p = osmem_get_mblocks(2);
+  cr_assert_not_null(p);
+  char *q = osmem_get_mblocks(1);
+  cr_assert_not_null(q);
+  cr_assert_eq(osmem_free_mblocks(q, 1), 0);
+  assert_bad_free(p, 2, q, 1);
+  cr_assert_eq(osmem_free_mblocks(p + MB, 1), 0);
+  assert_bad_free(p, 1, p + MB, 1);
+  assert_bad_free(p, 1, p, 2);
+}
+
+Test(api, bad_free_end_overflows) {
+  char *p = osmem_get_mblocks(2);
+  cr_assert_not_null(p);
+  assert_bad_free(p, 2, p, SIZE_MAX);
+  assert_bad_free(p, 2, p, SIZE_MAX >> OSMEM_MBLOCK_SHIFT);
+  size_t to_top = (UINTPTR_MAX >> OSMEM_MBLOCK_SHIFT) - ((uintptr_t)p >> OSMEM_MBLOCK_SHIFT);
+  assert_bad_free(p, 2, p, to_top + 1); /* exactly wraps to 0 */
+  assert_bad_free(p, 2, p, to_top);     /* ends at the top of memory */
+  /* An aligned address near the top of the address space. */
+  assert_bad_free(p, 2, (void *)(UINTPTR_MAX & ~(uintptr_t)OSMEM_MBLOCK_MASK), 2);
+}
+
+Test(api, free_middle_of_run) {
+  char *p = osmem_get_mblocks(3);
+  cr_assert_not_null(p);
+  cr_assert_eq(osmem_free_mblocks(p + MB, 1), 0);
+  cr_assert(osmem_is_heap(p) && osmem_is_heap(p + MB - 1));
+  cr_assert(!osmem_is_heap(p + MB) && !osmem_is_heap(p + 2 * MB - 1));
+  cr_assert(osmem_is_heap(p + 2 * MB) && osmem_is_heap(p + 3 * MB - 1));
+  struct osmem_stats s = stats_now();
+  cr_assert_eq(s.mblocks_in_use, 2);
+  cr_assert_eq(s.mblocks_pooled, 1);
+  put(p, 0, 1); /* the rest stays usable */
+  put(p, 3 * MB - 1, 1);
+  assert_invariants();
+  cr_assert_eq(osmem_free_mblocks(p, 1), 0);
+  cr_assert_eq(osmem_free_mblocks(p + 2 * MB, 1), 0);
+  s = stats_now();
+  cr_assert_eq(s.mblocks_in_use, 0);
+  cr_assert_eq(s.mblocks_pooled, 3);
+  cr_assert_eq(s.pool_ranges, 1, "three adjacent frees not coalesced");
+  assert_invariants();
+}
+
+/* ----------------------------------------------------------------- stats */
+
+Test(api, stats_follow_get_free_release) {
+  struct osmem_stats s0 = stats_now();
+  cr_assert_eq(s0.mblocks_in_use, 0);
+  cr_assert_eq(s0.bytes_mapped, 0);
+
+  char *p = osmem_get_mblocks(3);
+  cr_assert_not_null(p);
+  struct osmem_stats s1 = stats_now();
+  cr_assert_eq(s1.mblocks_in_use, 3);
+  cr_assert_eq(s1.mblocks_peak, 3);
+  cr_assert_eq(s1.mblocks_pooled, 0);
+  cr_assert_eq(s1.reservations, 1);
+  cr_assert_geq(s1.bytes_mapped, 3 * MB);
+  cr_assert_eq(s1.bytes_mapped - s1.bytes_reserved_unused, 3 * MB);
+  cr_assert_gt(s1.os_maps, s0.os_maps);
+
+  cr_assert_eq(osmem_free_mblocks(p, 1), 0);
+  struct osmem_stats s2 = stats_now();
+  cr_assert_eq(s2.mblocks_in_use, 2);
+  cr_assert_eq(s2.mblocks_peak, 3);
+  cr_assert_eq(s2.mblocks_pooled, 1);
+  cr_assert_eq(s2.mblocks_pooled_resident, 1); /* under the threshold */
+  cr_assert_eq(s2.pool_ranges, 1);
+  cr_assert_eq(s2.bytes_mapped, s1.bytes_mapped);
+  cr_assert_eq(s2.os_maps, s1.os_maps);
+  cr_assert_eq(s2.os_madvise, s1.os_madvise);
+
+  char *q = osmem_get_mblocks(1); /* a pool hit: no system call */
+  cr_assert_eq(q, p);
+  struct osmem_stats s3 = stats_now();
+  cr_assert_eq(s3.mblocks_in_use, 3);
+  cr_assert_eq(s3.mblocks_pooled, 0);
+  cr_assert_eq(s3.os_maps, s2.os_maps);
+  cr_assert_eq(s3.bytes_mapped, s2.bytes_mapped);
+
+  cr_assert_eq(osmem_free_mblocks(p, 3), 0);
+  struct osmem_stats s4 = stats_now();
+  cr_assert_eq(s4.mblocks_in_use, 0);
+  cr_assert_eq(s4.mblocks_peak, 3);
+  cr_assert_eq(s4.mblocks_pooled, 3);
+  assert_invariants();
+
+  cr_assert_eq(osmem_release_free_memory(), 3 * MB);
+  struct osmem_stats s5 = stats_now();
+  cr_assert_eq(s5.mblocks_pooled, 0);
+  cr_assert_eq(s5.pool_ranges, 0);
+  cr_assert_eq(s5.bytes_mapped, s4.bytes_mapped - 3 * MB);
+  cr_assert_eq(s5.os_unmaps, s4.os_unmaps + 1);
+  cr_assert_eq(s5.mblocks_peak, 3);
+  cr_assert(!osmem_is_heap(p));
+  assert_invariants();
+
+  cr_assert_eq(osmem_release_free_memory(), 0, "empty pool released bytes");
+  cr_assert_eq(stats_now().os_unmaps, s5.os_unmaps);
+}
+
+Test(api, stats_counters_are_consistent_after_mixed_use) {
+  char *a = osmem_get_mblocks(5), *b = osmem_get_mblocks(7);
+  cr_assert(a && b);
+  cr_assert_eq(osmem_free_mblocks(a + MB, 2), 0);
+  cr_assert_eq(osmem_free_mblocks(b, 7), 0);
+  struct osmem_stats s = stats_now();
+  cr_assert_eq(s.mblocks_in_use, 3);
+  cr_assert_eq(s.mblocks_peak, 12);
+  cr_assert_eq(s.mblocks_pooled, 9);
+  cr_assert_eq(s.bytes_mapped - s.bytes_reserved_unused,
+               (s.mblocks_in_use + s.mblocks_pooled) * MB);
+  for (size_t i = 0; i < 8; i++) cr_assert_eq(s.reserved_for_abi[i], 0);
+  assert_invariants();
+}
+
+Test(api, thousand_gets_make_few_mappings) {
+  struct osmem_stats s0 = stats_now();
+  char *prev = NULL;
+  for (int i = 0; i < 1000; i++) {
+    char *p = osmem_get_mblocks(1);
+    cr_assert_not_null(p, "get %d: %s", i, strerror(errno));
+    cr_assert(is_mblock_aligned(p));
+    cr_assert_neq(p, prev);
+    prev = p;
+  }
+  struct osmem_stats s = stats_now();
+  cr_assert_eq(s.mblocks_in_use, 1000);
+  cr_assert_leq(s.os_maps - s0.os_maps, 20, "os_maps = %llu",
+                (unsigned long long)(s.os_maps - s0.os_maps));
+  cr_assert_leq(s.reservations, 12, "reservations = %llu",
+                (unsigned long long)s.reservations);
+  assert_invariants();
+}
+
+/* -------------------------------------------------------------- decommit */
+
+Test(api, decommit_threshold_returns_previous) {
+  cr_assert_eq(osmem_set_decommit_threshold(12345), (size_t)64 << 20);
+  cr_assert_eq(osmem_set_decommit_threshold(0), 12345);
+  cr_assert_eq(osmem_set_decommit_threshold(SIZE_MAX), 0);
+  cr_assert_eq(osmem_set_decommit_threshold((size_t)64 << 20), SIZE_MAX);
+}
+
+Test(api, lowering_threshold_decommits_pool) {
+  char *p = osmem_get_mblocks(4);
+  cr_assert_not_null(p);
+  cr_assert_eq(osmem_free_mblocks(p, 1), 0);
+  cr_assert_eq(osmem_free_mblocks(p + 2 * MB, 1), 0);
+  struct osmem_stats s0 = stats_now();
+  cr_assert_eq(s0.mblocks_pooled_resident, 2);
+  osmem_set_decommit_threshold(0);
+  struct osmem_stats s1 = stats_now();
+  cr_assert_eq(s1.mblocks_pooled_resident, 0);
+  cr_assert_eq(s1.mblocks_pooled, 2);
+  cr_assert_geq(s1.os_madvise, s0.os_madvise + 2);
+  assert_invariants();
+  /* With threshold 0 every free decommits at once. */
+  cr_assert_eq(osmem_free_mblocks(p + MB, 1), 0);
+  struct osmem_stats s2 = stats_now();
+  cr_assert_eq(s2.mblocks_pooled_resident, 0);
+  cr_assert_gt(s2.os_madvise, s1.os_madvise);
+  assert_invariants();
+}
+
+/* ------------------------------------------------------------------- oom */
+
+static int oom_calls, oom_err;
+static size_t oom_n;
+
+static void count_oom(size_t n, int err) {
+  oom_calls++;
+  oom_n = n;
+  oom_err = err;
+}
+
+static void other_oom(size_t n, int err) { (void)n, (void)err; }
+
+Test(api, oom_handler_called_once_on_enomem) {
+  cr_assert_null(osmem_set_oom_handler(count_oom));
+  cr_assert_null(osmem_get_mblocks(SIZE_MAX));
+  cr_assert_eq(oom_calls, 1);
+  cr_assert_eq(oom_n, SIZE_MAX);
+  cr_assert_eq(oom_err, ENOMEM);
+  size_t big = (SIZE_MAX >> OSMEM_MBLOCK_SHIFT) + 1;
+  errno = 0;
+  cr_assert_null(osmem_get_mblocks(big));
+  cr_assert_eq(errno, ENOMEM);
+  cr_assert_eq(oom_calls, 2);
+  cr_assert_eq(oom_n, big);
+}
+
+Test(api, oom_handler_not_called_on_einval) {
+  osmem_set_oom_handler(count_oom);
+  cr_assert_null(osmem_get_mblocks(0));
+  cr_assert_eq(errno, EINVAL);
+  cr_assert_eq(oom_calls, 0);
+  void *p = osmem_get_mblocks(1);
+  cr_assert_not_null(p);
+  cr_assert_eq(osmem_free_mblocks(p, 2), EINVAL);
+  cr_assert_eq(oom_calls, 0);
+}
+
+Test(api, oom_handler_set_returns_previous_and_null_removes) {
+  cr_assert_null(osmem_set_oom_handler(count_oom));
+  cr_assert_eq(osmem_set_oom_handler(other_oom), count_oom);
+  cr_assert_eq(osmem_set_oom_handler(NULL), other_oom);
+  cr_assert_null(osmem_set_oom_handler(NULL));
+  errno = 0;
+  cr_assert_null(osmem_get_mblocks(SIZE_MAX));
+  cr_assert_eq(errno, ENOMEM);
+  cr_assert_eq(oom_calls, 0, "removed handler still called");
+}
+
+/* The handler runs without the pool lock: it may call the library. If the
+ * lock were held, osmem_stats would deadlock; alarm turns that into a fail. */
+static uint64_t oom_seen_in_use;
+
+static void oom_calls_library(size_t n, int err) {
+  count_oom(n, err);
+  oom_seen_in_use = stats_now().mblocks_in_use;
+  osmem_release_free_memory();
+  errno = EBUSY; /* the get must still report ENOMEM */
+}
+
+Test(api, oom_handler_may_call_library) {
+  void *p = osmem_get_mblocks(2);
+  cr_assert_not_null(p);
+  osmem_set_oom_handler(oom_calls_library);
+  alarm(20);
+  errno = 0;
+  cr_assert_null(osmem_get_mblocks(SIZE_MAX >> OSMEM_MBLOCK_SHIFT));
+  cr_assert_eq(errno, ENOMEM);
+  cr_assert_eq(oom_calls, 1);
+  cr_assert_eq(oom_seen_in_use, 2);
+  alarm(0);
+  assert_invariants();
+}

@@ -1021,11 +1021,8 @@ static void build_up_carve(size_t n) {
   cr_assert(root == NULL || root->max_len < n, "no pooled range fits");
 }
 
-/* Fails (library bug): get_locked() undoes a fresh take whose second
- * osmem__pool_reserve_nodes() fails by inserting the carved megablocks into
- * the pool instead of giving them back to the reservation, so
- * mblocks_pooled, pool_ranges and bytes_reserved_unused change although
- * osmem.h promises an unchanged state on failure. */
+/* A get that needs fresh memory and cannot map the bookkeeping for it fails
+ * before anything is carved: osmem.h promises an unchanged state. */
 Test(bookkeeping, late_failure_on_fresh_path_leaves_state_unchanged) {
   const size_t n = 400;
   build_up_carve(n);

@@ -46,20 +46,16 @@ int osmem_init(void) {
 static int get_locked(size_t n, uintptr_t *mblock) {
   struct osmem__state *g = &osmem__g;
   struct osmem__range r;
-  /* Two spares: one for a reservation's old tail, one to undo below. */
-  if (osmem__pool_reserve_nodes(&g->pool, g->in_use + 2) != 0) return ENOMEM;
-  if (osmem__pool_take(&g->pool, n, &r)) {
-    *mblock = r.start;
-  } else {
-    if (osmem__fresh_take(n, mblock) != 0) return ENOMEM;
-    r = (struct osmem__range){*mblock, n, false};
-  }
-  /* Every megablock handed out keeps one spare node ready for its free, so
-   * that a free never needs memory (one free adds at most one range). */
-  if (osmem__pool_reserve_nodes(&g->pool, g->in_use + n) != 0) {
-    osmem__pool_insert(&g->pool, r.start, n, r.resident);
+  /* Every megablock handed out keeps one pool node set aside for its free
+   * (a free adds at most one range), so that a free never needs memory; one
+   * more is for the old tail of a reservation. Set aside before anything is
+   * taken, so that a failure here changes nothing. */
+  if (osmem__pool_reserve_nodes(&g->pool, g->in_use + n + 1) != 0)
     return ENOMEM;
-  }
+  if (osmem__pool_take(&g->pool, n, &r))
+    *mblock = r.start;
+  else if (osmem__fresh_take(n, mblock) != 0)
+    return ENOMEM;
   osmem__heapmap_set(*mblock, n);
   g->in_use += n;
   if (g->in_use > g->peak) g->peak = g->in_use;
@@ -78,7 +74,10 @@ void *osmem_get_mblocks(size_t n) {
     errno = EINVAL;
     return NULL;
   }
-  if (n > (SIZE_MAX >> OSMEM_MBLOCK_SHIFT)) return fail_oom(n);
+  /* More than the address space the heap map covers can never succeed:
+   * refuse it before any bookkeeping is set aside for it. */
+  if (n > (SIZE_MAX >> OSMEM_MBLOCK_SHIFT) || n > OSMEM__MBLOCK_LIMIT)
+    return fail_oom(n);
   osmem__ensure_init();
   uintptr_t mblock;
   osmem__os_lock();

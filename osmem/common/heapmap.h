@@ -28,12 +28,18 @@
 #include <stdint.h>
 
 #include "../backend.h"
+#include "osmem.h"
 
 #if UINTPTR_MAX > 0xffffffffu
 #define OSMEM__VA_BITS 48
 #else
 #define OSMEM__VA_BITS 32
 #endif
+
+/* Megablocks in the address space the map covers; also the largest n a get
+ * can ever satisfy. */
+#define OSMEM__MBLOCK_LIMIT \
+  ((size_t)((((uint64_t)1 << OSMEM__VA_BITS) - 1) >> OSMEM_MBLOCK_SHIFT) + 1)
 
 /* Makes sure leaves exist for megablocks [start, start + len). ENOMEM when
  * bookkeeping memory cannot be had or the range is beyond OSMEM__VA_BITS. */

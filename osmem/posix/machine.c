@@ -72,6 +72,8 @@ int osmem__os_decommit(void *p, size_t size) {
 }
 
 int osmem__os_meta_alloc(size_t size, void **out) {
+  /* Not MAP_NORESERVE: bookkeeping is committed memory, though pages of it
+   * mapped ahead of need are touched only when used. */
   void *p = osmem__posix_mmap(NULL, size, 0);
   if (p == MAP_FAILED) return ENOMEM;
   *out = p;
