@@ -19,6 +19,11 @@ static char at(void *p, size_t off) { return ((volatile char *)p)[off]; }
 
 static void put(void *p, size_t off, char v) { ((volatile char *)p)[off] = v; }
 
+/* p + d as an address, without pointer arithmetic outside an object. */
+static void *addr_at(const void *p, intptr_t d) {
+  return (void *)((uintptr_t)p + (uintptr_t)d);
+}
+
 /* Every field, including the OS call counters, is the same. */
 static void assert_stats_same(struct osmem_stats a, struct osmem_stats b) {
   cr_assert_eq(memcmp(&a, &b, sizeof a), 0, "statistics changed");
@@ -145,11 +150,36 @@ Test(api, get_overflow_is_enomem_without_os_call) {
   assert_invariants();
 }
 
-/* The largest n whose product fits: a size_t, but no OS can map it. */
-Test(api, get_largest_product_is_enomem) {
+/* Megablocks in the address space (2^48 bytes on 64-bit, as documented). */
+#if UINTPTR_MAX > 0xffffffffu
+#define VA_MBLOCKS ((size_t)1 << (48 - OSMEM_MBLOCK_SHIFT))
+#else
+#define VA_MBLOCKS ((size_t)1 << (32 - OSMEM_MBLOCK_SHIFT))
+#endif
+
+/* Products that fit a size_t but not the address space are refused up
+ * front, like an overflow: no OS call, no bookkeeping. */
+Test(api, get_beyond_address_space_is_enomem_without_os_call) {
+  static const size_t ns[] = {SIZE_MAX >> OSMEM_MBLOCK_SHIFT, VA_MBLOCKS + 1};
+  void *live = osmem_get_mblocks(1);
+  cr_assert_not_null(live);
+  struct osmem_stats before = stats_now();
+  for (size_t i = 0; i < 2; i++) {
+    errno = 0;
+    cr_assert_null(osmem_get_mblocks(ns[i]), "get(%zu)", ns[i]);
+    cr_assert_eq(errno, ENOMEM, "get(%zu): errno %d", ns[i], errno);
+  }
+  assert_stats_same(before, stats_now());
+  assert_invariants();
+}
+
+/* All of the address space: no OS maps it while we are in it. */
+Test(api, get_whole_address_space_is_enomem) {
+  void *live = osmem_get_mblocks(1);
+  cr_assert_not_null(live);
   struct osmem_stats before = stats_now();
   errno = 0;
-  cr_assert_null(osmem_get_mblocks(SIZE_MAX >> OSMEM_MBLOCK_SHIFT));
+  cr_assert_null(osmem_get_mblocks(VA_MBLOCKS));
   cr_assert_eq(errno, ENOMEM);
   assert_state_same(before, stats_now());
   assert_invariants();
@@ -196,10 +226,10 @@ Test(api, get_refused_by_os_is_enomem_and_recovers) {
   assert_invariants();
 }
 
-/* Bookkeeping for a fresh run's free (one pool node per megablock) cannot be
- * had after the run was carved: the get must fail with the state unchanged.
- * Node chunks are mapped without MAP_NORESERVE and are >= 64 KiB;
- * reservations use MAP_NORESERVE, heap map leaves are 4 KiB. */
+/* Bookkeeping for the run's free (one pool node per megablock) cannot be
+ * had: the get must fail with the state unchanged. Node chunks are mapped
+ * without MAP_NORESERVE and are >= 64 KiB; reservations use MAP_NORESERVE,
+ * and the heap map leaf of a small heap is 4 KiB. */
 static void *no_node_chunks(void *addr, size_t len, int prot, int flags, int fd,
                             off_t off) {
   if (!(flags & MAP_NORESERVE) && len >= ((size_t)64 << 10)) {
@@ -222,6 +252,40 @@ Test(api, get_bookkeeping_failure_leaves_state_unchanged) {
   cr_assert_eq(err, ENOMEM);
   assert_invariants();
   assert_state_same(before, stats_now());
+}
+
+/* The OS refuses every reservation (MAP_NORESERVE), allows bookkeeping. */
+static void *no_reservations(void *addr, size_t len, int prot, int flags,
+                             int fd, off_t off) {
+  if (flags & MAP_NORESERVE) {
+    errno = ENOMEM;
+    return MAP_FAILED;
+  }
+  return mmap(addr, len, prot, flags, fd, off);
+}
+
+/* A get the OS refuses hands nothing out, so it must not leave bookkeeping
+ * for what it did not hand out mapped (committed memory, never given back):
+ * the process may not grow by 48 bytes per megablock asked for. */
+Test(api, refused_huge_get_leaves_no_bookkeeping_mapped) {
+  void *live = osmem_get_mblocks(1);
+  cr_assert_not_null(live);
+  size_t vm0 = vm_size();
+  if (vm0 == 0) cr_skip_test("/proc/self/statm unreadable");
+  struct osmem_stats before = stats_now();
+  size_t n = VA_MBLOCKS / 2; /* 128 TiB on 64-bit: 6 GiB of pool nodes */
+  osmem__posix_sys.mmap = no_reservations;
+  errno = 0;
+  void *p = osmem_get_mblocks(n);
+  int err = errno;
+  osmem__posix_sys_reset();
+  cr_assert_null(p);
+  cr_assert_eq(err, ENOMEM);
+  assert_state_same(before, stats_now());
+  size_t grown = vm_size() - vm0;
+  cr_assert_lt(grown, (size_t)16 << 20,
+               "a refused get(%zu) left %zu MiB more mapped", n, grown >> 20);
+  assert_invariants();
 }
 
 /* --------------------------------------------------------------- is_heap */
@@ -266,7 +330,7 @@ Test(api, is_heap_false_for_foreign_pointers) {
   cr_assert(!osmem_is_heap((void *)((uintptr_t)1 << 62)));
   /* Just past the run, and just before: never handed out in this process. */
   cr_assert(!osmem_is_heap(p + 2 * MB));
-  cr_assert(!osmem_is_heap(p - 1));
+  cr_assert(!osmem_is_heap(addr_at(p, -1)));
   cr_assert(osmem_is_heap(p + 2 * MB - 1));
   free(heap);
   munmap(base, len);
@@ -323,11 +387,12 @@ Test(api, bad_free_foreign) {
 Test(api, bad_free_partial_overlap) {
   char *p = osmem_get_mblocks(2);
   cr_assert_not_null(p);
-  cr_assert(!osmem_is_heap(p + 2 * MB) && !osmem_is_heap(p - MB),
+  cr_assert(!osmem_is_heap(p + 2 * MB) && !osmem_is_heap(addr_at(p, -(intptr_t)MB)),
             "neighbours of a fresh run are handed out");
   assert_bad_free(p, 2, p, 3);          /* run of 2 freed as 3 */
-  assert_bad_free(p, 2, p - MB, 2);     /* starts before the run */
-  assert_bad_free(p, 2, p - MB, 3);     /* covers it and more */
+  void *below = addr_at(p, -(intptr_t)MB);
+  assert_bad_free(p, 2, below, 2);      /* starts before the run */
+  assert_bad_free(p, 2, below, 3);      /* covers it and more */
   assert_bad_free(p, 2, p + MB, 2);     /* last megablock and beyond */
 }
 
@@ -433,6 +498,14 @@ Test(api, stats_follow_get_free_release) {
 
   cr_assert_eq(osmem_release_free_memory(), 0, "empty pool released bytes");
   cr_assert_eq(stats_now().os_unmaps, s5.os_unmaps);
+}
+
+Test(api, stats_null_is_noop) {
+  void *p = osmem_get_mblocks(2);
+  cr_assert_not_null(p);
+  struct osmem_stats before = stats_now();
+  osmem_stats(NULL);
+  assert_stats_same(before, stats_now());
 }
 
 Test(api, stats_counters_are_consistent_after_mixed_use) {

@@ -286,6 +286,8 @@ static void assert_bind_passes_node(char *p, unsigned node) {
   cr_assert_eq(r, 0, "bind to node %u: %d", node, r);
   cr_assert_eq(seen.calls, 1);
   cr_assert_eq(seen.mode, MPOL_BIND);
+  cr_assert(seen.flags & MPOL_MF_MOVE, "present pages not migrated: flags %#x",
+            seen.flags);
   cr_assert_gt(seen.maxnode, node + 1, "maxnode %lu drops node %u",
                seen.maxnode, node);
   for (size_t w = 0; w < 4; w++)

@@ -365,17 +365,19 @@ Test(threads, fork_while_other_thread_hammers, .timeout = 120) {
     while (atomic_load(&hammer_rounds) < seen + 50 && !atomic_load(&f.count))
       sched_yield();
     pid_t pid = fork();
+    int fork_errno = errno;
     if (pid == 0) {
       alarm(10); /* a child stuck on the pool lock dies of SIGALRM */
       _exit(child_get_free());
     }
     int status = 0;
     pid_t got = pid == -1 ? -1 : waitpid(pid, &status, 0);
+    int wait_errno = errno;
     if (got != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
       atomic_store(&hammer_stop, true);
       pthread_join(t, NULL);
-      cr_assert_neq(pid, -1, "fork %d: %s", i, strerror(errno));
-      cr_assert_eq(got, pid, "waitpid: %s", strerror(errno));
+      cr_assert_neq(pid, -1, "fork %d: %s", i, strerror(fork_errno));
+      cr_assert_eq(got, pid, "waitpid: %s", strerror(wait_errno));
       cr_assert(WIFEXITED(status), "fork %d: child killed by signal %d%s", i,
                 WTERMSIG(status), WTERMSIG(status) == SIGALRM ? " (deadlock)" : "");
       cr_assert_fail("fork %d: child failed at step %d", i, WEXITSTATUS(status));
