@@ -89,8 +89,8 @@ OSMEM_EXTERN int osmem_init(void);
  *           never allowed to wrap) or in the address space (2^48 bytes on
  *           64-bit systems), the OS refused to map memory, or the library
  *           could not map its own bookkeeping (48 bytes of address space per
- *           megablock handed out, set aside before the memory is taken and
- *           touched only when used).
+ *           megablock handed out, mapped once the OS has given the memory
+ *           and touched only when used).
  * On ENOMEM the out-of-memory handler, if one is installed, is called first
  * (see osmem_set_oom_handler). On failure the library's state is unchanged.
  * Complexity: O(log F) plus, rarely, one mmap for a new reservation.

@@ -913,56 +913,64 @@ Test(decommit, other_madvise_error_keeps_range_resident) {
 
 /* ---------------------------------------------------- bookkeeping failure */
 
-Test(bookkeeping, first_get_fails_cleanly_without_meta_memory) {
+/* The first get maps its reservation, then the heap map leaf for it, then
+ * the pool nodes: bookkeeping is only mapped once the OS has given the
+ * memory, and a bookkeeping failure gives the reservation back. */
+Test(bookkeeping, leaf_failure_unmaps_the_reservation) {
   cr_assert_eq(osmem_init(), 0);
   struct osmem_stats s0 = stats_now();
   spy_install();
-  meta_allowed = 0;
+  meta_allowed = 0; /* heap map leaf no */
   errno = 0;
   cr_assert_null(osmem_get_mblocks(1));
   cr_assert_eq(errno, ENOMEM);
   struct osmem_stats s1 = stats_now();
   assert_same_state(s0, s1);
-  cr_assert_eq(n_maps, 1, "only the failed bookkeeping mmap");
-  cr_assert(is_meta(maps[0].arg));
-  cr_assert_eq(s1.os_maps, s0.os_maps + 1);
-  cr_assert_eq(s1.os_unmaps, s0.os_unmaps);
   assert_invariants();
+  cr_assert_eq(n_maps, 2, "reservation, failed leaf: %d mmaps", n_maps);
+  cr_assert(!is_meta(maps[0].arg) && is_meta(maps[1].arg));
+  cr_assert_eq(maps[1].ret, MAP_FAILED);
+  cr_assert_eq(n_unmaps, 1, "the untracked reservation is given back");
+  cr_assert_eq(unmaps[0].addr, maps[0].ret);
+  cr_assert_eq(unmaps[0].len, maps[0].len);
+  cr_assert_eq(s1.os_maps, s0.os_maps + 2);
+  cr_assert_eq(s1.os_unmaps, s0.os_unmaps + 1);
+  cr_assert_eq(mapped_bytes(maps[0].ret, maps[0].len), 0);
   meta_allowed = -1;
   void *p = osmem_get_mblocks(1);
   cr_assert_not_null(p);
   cr_assert(is_mblock_aligned(p) && osmem_is_heap(p));
   assert_invariants();
+  cr_assert_eq(stats_now().reservations, 1);
+  cr_assert_eq(maps[2].len, OSMEM__RESERVE_FIRST,
+               "a failed try does not grow the next reservation");
 }
 
-Test(bookkeeping, heapmap_leaf_failure_unmaps_the_reservation) {
+Test(bookkeeping, node_failure_unmaps_the_reservation) {
   cr_assert_eq(osmem_init(), 0);
   struct osmem_stats s0 = stats_now();
   spy_install();
-  meta_allowed = 1; /* pool nodes yes, heap map leaf no */
+  meta_allowed = 1; /* heap map leaf yes, pool nodes no */
   errno = 0;
   cr_assert_null(osmem_get_mblocks(1));
   cr_assert_eq(errno, ENOMEM);
   struct osmem_stats s1 = stats_now();
   assert_same_state(s0, s1);
   assert_invariants();
-  /* node chunk, reservation, failed leaf */
-  cr_assert_eq(n_maps, 3, "%d mmaps", n_maps);
-  cr_assert(is_meta(maps[0].arg) && !is_meta(maps[1].arg) &&
+  cr_assert_eq(n_maps, 3, "reservation, leaf, failed nodes: %d mmaps", n_maps);
+  cr_assert(!is_meta(maps[0].arg) && is_meta(maps[1].arg) &&
             is_meta(maps[2].arg));
+  cr_assert_neq(maps[1].ret, MAP_FAILED);
   cr_assert_eq(maps[2].ret, MAP_FAILED);
-  cr_assert_eq(n_unmaps, 1, "the untracked reservation is given back");
-  cr_assert_eq(unmaps[0].addr, maps[1].ret);
-  cr_assert_eq(unmaps[0].len, maps[1].len);
-  cr_assert_eq(s1.os_unmaps, s0.os_unmaps + 1);
-  cr_assert_eq(mapped_bytes(maps[1].ret, maps[1].len), 0);
+  cr_assert_eq(n_unmaps, 1, "the reservation is given back");
+  cr_assert_eq(unmaps[0].addr, maps[0].ret);
+  cr_assert_eq(unmaps[0].len, maps[0].len);
+  cr_assert_eq(mapped_bytes(maps[0].ret, maps[0].len), 0);
   meta_allowed = -1;
   void *p = osmem_get_mblocks(1);
   cr_assert_not_null(p);
+  cr_assert(is_mblock_aligned(p) && osmem_is_heap(p));
   assert_invariants();
-  cr_assert_eq(stats_now().reservations, 1);
-  cr_assert_eq(maps[3].len, OSMEM__RESERVE_FIRST,
-               "a failed try does not grow the next reservation");
 }
 
 /* Hides available pool nodes (spare list first, then never used ones) so

@@ -42,20 +42,25 @@ int osmem_init(void) {
 
 /* ------------------------------------------------------------------- get */
 
-/* Hands out n megablocks; the lock is held. 0 or ENOMEM, state unchanged. */
+/* Hands out n megablocks; the lock is held. 0 or ENOMEM, state unchanged.
+ *
+ * Every megablock handed out keeps one pool node set aside for its free (a
+ * free adds at most one range), so that a free never needs memory. The nodes
+ * are set aside only once the memory is certain, so that a get the OS refuses
+ * maps no bookkeeping, and a failure to set them aside undoes the take. */
 static int get_locked(size_t n, uintptr_t *mblock) {
   struct osmem__state *g = &osmem__g;
+  size_t nodes = g->in_use + n;
   struct osmem__range r;
-  /* Every megablock handed out keeps one pool node set aside for its free
-   * (a free adds at most one range), so that a free never needs memory; one
-   * more is for the old tail of a reservation. Set aside before anything is
-   * taken, so that a failure here changes nothing. */
-  if (osmem__pool_reserve_nodes(&g->pool, g->in_use + n + 1) != 0)
-    return ENOMEM;
-  if (osmem__pool_take(&g->pool, n, &r))
+  if (osmem__pool_take(&g->pool, n, &r)) {
+    if (osmem__pool_reserve_nodes(&g->pool, nodes) != 0) {
+      osmem__pool_insert(&g->pool, r.start, n, r.resident); /* exact undo */
+      return ENOMEM;
+    }
     *mblock = r.start;
-  else if (osmem__fresh_take(n, mblock) != 0)
+  } else if (osmem__fresh_take(n, nodes + 1, mblock) != 0) {
     return ENOMEM;
+  }
   osmem__heapmap_set(*mblock, n);
   g->in_use += n;
   if (g->in_use > g->peak) g->peak = g->in_use;

@@ -49,8 +49,10 @@ OSMEM_HIDDEN void osmem__ensure_init(void);
 
 /* Takes n megablocks of never-used memory (n * OSMEM_MBLOCK_SIZE is known to
  * fit a size_t) from the current reservation, making a new one when it is too
- * small. Lock held; needs one spare pool node. 0 or ENOMEM. */
-OSMEM_HIDDEN int osmem__fresh_take(size_t n, uintptr_t *mblock);
+ * small, and makes sure `nodes` pool nodes are set aside (one of them may go
+ * to a reservation's old tail). Lock held. 0, or ENOMEM with nothing
+ * changed. */
+OSMEM_HIDDEN int osmem__fresh_take(size_t n, size_t nodes, uintptr_t *mblock);
 
 /* For tests: checks the pool and counters agree. 0 or the broken invariant. */
 OSMEM_HIDDEN int osmem__check_invariants(void);
