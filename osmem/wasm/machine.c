@@ -1,0 +1,44 @@
+/*
+ * The wasm backend's init, lock and machine facts. A wasm32 module has one
+ * linear memory of at most 4 GiB, no NUMA and, without the threads proposal,
+ * one thread; the lock is a spinlock so that a threaded build stays correct.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <stdatomic.h>
+
+#include "sys.h"
+
+static atomic_flag pool_lock = ATOMIC_FLAG_INIT;
+
+void osmem__os_lock(void) {
+  while (atomic_flag_test_and_set_explicit(&pool_lock, memory_order_acquire)) {
+  }
+}
+
+void osmem__os_unlock(void) {
+  atomic_flag_clear_explicit(&pool_lock, memory_order_release);
+}
+
+void osmem__os_init(struct osmem__os_caps *caps) {
+  *caps = (struct osmem__os_caps){
+      .name = "wasm",
+      .page_size = OSMEM__WASM_PAGE,
+      .can_unmap = false,     /* memory never shrinks */
+      .can_decommit = false,  /* no madvise */
+      .cheap_reserve = false, /* what is grown is committed for good */
+  };
+}
+
+/* All of a wasm32 address space; the host may allow less. */
+uint64_t osmem__os_physical_memory(void) { return OSMEM__WASM_MAX_BYTES; }
+
+unsigned osmem__os_numa_nodes(void) { return 1; }
+uint64_t osmem__os_numa_mask(void) { return 1; }
+bool osmem__os_node_allowed(unsigned node) { return node == 0; }
+
+int osmem__os_bind(void *p, size_t size, unsigned node) {
+  (void)p, (void)size;
+  return node == 0 ? 0 : EINVAL;
+}

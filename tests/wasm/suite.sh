@@ -1,0 +1,40 @@
+#!/bin/sh
+# Runs one wasm test module under one engine, each test in a fresh instance
+# (as Criterion runs each test in its own process), and reports like
+# Criterion: a [PASS]/[FAIL]/[SKIP] line per test and a Synthesis line.
+#   suite.sh ENGINE TESTFILE
+# ENGINE is wasmtime or node; its command comes from $WASMTIME_RUNNER or
+# $NODE_RUNNER (set by configure). TESTFILE is tests/NAME.ENGINE; the module
+# is tests/NAME. Exit: 0 all passed, 1 any failed or crashed, 77 engine
+# missing (the automake harness reports SKIP).
+set -u
+engine=$1
+module=${2%.*}
+case $engine in
+  wasmtime) runner=${WASMTIME_RUNNER:-} ;;
+  node) runner=${NODE_RUNNER:-} ;;
+  *) echo "suite.sh: unknown engine $engine" >&2; exit 2 ;;
+esac
+if [ -z "$runner" ]; then
+  echo "SKIP: no $engine runner was found at configure time; install it and re-run configure"
+  exit 77
+fi
+list=$($runner "$module" --list) || {
+  echo "FAIL: $module --list failed under $engine"; exit 1; }
+tested=0 passed=0 failed=0 crashed=0 skipped=0
+for t in $list; do
+  tested=$((tested + 1))
+  $runner "$module" --run "$t" 2>&1
+  rc=$?
+  case $rc in
+    0) passed=$((passed + 1)) ;;
+    77) skipped=$((skipped + 1)) ;;
+    1) failed=$((failed + 1)) ;;
+    *) crashed=$((crashed + 1)); echo "[CRASH] $t: exit status $rc under $engine" ;;
+  esac
+done
+echo "[====] Synthesis: Tested: $tested | Passing: $passed | Failing: $failed | Crashing: $crashed | Skipped: $skipped ($engine)"
+[ "$tested" -gt 0 ] || { echo "FAIL: no tests in $module"; exit 1; }
+[ $((failed + crashed)) -eq 0 ] || exit 1
+[ "$passed" -gt 0 ] || exit 77
+exit 0
