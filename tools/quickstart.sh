@@ -1,7 +1,7 @@
 #!/bin/sh
 # Quick start on a fresh Debian or Ubuntu machine: installs what libosmem
-# needs to build and test (with sudo unless run as root), builds it with
-# warnings as errors, and runs osmem-info. Run from the source tree.
+# needs to build and test (with sudo unless run as root), builds it in build/
+# with warnings as errors, and runs osmem-info. Then `make -C build check`.
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -13,6 +13,8 @@ $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
   libcriterion-dev libnuma-dev numactl
 
 [ -x configure ] || autoreconf -fi
-./configure --enable-werror
+mkdir -p build
+cd build
+../configure --enable-werror
 make -j"$(nproc 2>/dev/null || echo 2)"
 ./tools/osmem-info
