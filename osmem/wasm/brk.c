@@ -1,16 +1,25 @@
 /*
- * The break: a region [base, end) of linear memory, with a current break
- * inside it, that the library keeps separately from the end of memory.
- * Gaps below aligned megablocks are offered to it, so that malloc's later
- * sbrk calls (with the sbrk replacement, --enable-wasm-sbrk) and the
- * library's bookkeeping are placed there instead of growing memory.
+ * The break, and room for the library's bookkeeping.
+ *
+ * The break is a region [base, end) of linear memory with a current break
+ * inside it, kept separately from the end of memory; only sbrk moves it.
+ * Gaps below aligned megablocks are offered here: a gap that starts right at
+ * the end of the break's room extends the room, so malloc's later sbrk calls
+ * (with the sbrk replacement, --enable-wasm-sbrk) fill it instead of growing
+ * memory. Other gaps become room for the library's own bookkeeping, which is
+ * kept apart so that nothing but sbrk ever moves the break.
+ *
+ * Why that matters: when an sbrk result does not continue malloc's last
+ * segment, dlmalloc (wasi-libc's malloc) asks once more, for the rest, and
+ * assumes without checking that the second result continues the first. So
+ * the break never jumps to a gap elsewhere: it only ever continues, or, when
+ * its room is used up, moves to the end of memory, where a second request
+ * then grows memory contiguously.
  *
  * Contracts kept for sbrk: sbrk(0) returns the current break; sbrk(+n)
- * returns the old break and the n bytes above it are the caller's; sbrk(-n)
- * moves the break down (never below the start of the current region) and
- * returns the old break. When the room left is too small, the break moves to
- * fresh memory at the end (non-contiguous, which malloc copes with) unless
- * the room is itself at the end of memory, where it simply grows.
+ * returns the old break, and the n bytes above it are the caller's; sbrk(-n)
+ * moves the break down (never below the start of its region) and returns the
+ * old break; failure returns (void *)-1 with errno ENOMEM and changes nothing.
  */
 #include <config.h>
 
@@ -19,7 +28,12 @@
 
 #include "sys.h"
 
-static uint64_t brk_base, brk_cur, brk_end;
+static uint64_t brk_base, brk_cur, brk_end; /* the break and its room */
+static uint64_t meta_cur, meta_end;         /* room for bookkeeping */
+
+static uint64_t page_round(uint64_t x) {
+  return (x + OSMEM__WASM_PAGE - 1) & ~(uint64_t)(OSMEM__WASM_PAGE - 1);
+}
 
 static void break_init(void) {
   if (brk_end != 0) return;
@@ -31,26 +45,42 @@ size_t osmem__wasm_break_room(void) {
   return (size_t)(brk_end - brk_cur);
 }
 
+static void meta_offer(uint64_t lo, uint64_t hi) {
+  if (lo == meta_end)
+    meta_end = hi;
+  else if (hi - lo > meta_end - meta_cur)
+    meta_cur = lo, meta_end = hi;
+}
+
 void osmem__wasm_break_offer(uint64_t lo, uint64_t hi) {
   if (hi <= lo) return;
   break_init();
-  if (lo == brk_end) { /* right above the room: the room grows */
+#ifdef OSMEM_WASM_SBRK
+  if (lo == brk_end) { /* right above the break's room: the room grows */
     brk_end = hi;
-  } else if (hi - lo > brk_end - brk_cur) { /* more room than is left */
-    brk_base = brk_cur = lo;
-    brk_end = hi;
+    return;
   }
+#endif
+  meta_offer(lo, hi);
 }
 
-/* Grows memory so that the room holds at least `bytes`; false if it can't. */
+/* Grows memory so that the break's room holds `bytes`: in place when the
+ * room ends at the end of memory, else by moving the break to a new region
+ * at the end. false when memory cannot grow (or another grower got in the
+ * way and the room is still short). */
 static bool break_grow(size_t bytes) {
   uint64_t room = brk_end - brk_cur;
   bool at_end = brk_end == osmem__wasm_memory_end();
-  uint64_t want = at_end ? bytes - room : bytes;
-  want = (want + OSMEM__WASM_PAGE - 1) & ~(uint64_t)(OSMEM__WASM_PAGE - 1);
+  uint64_t want = page_round(at_end ? bytes - room : bytes);
   uint64_t old = osmem__wasm_grow(want);
   if (old == UINT64_MAX) return false;
-  osmem__wasm_break_offer(old, old + want);
+  if (old == brk_end) {
+    brk_end += want;
+  } else {
+    meta_offer(brk_cur, brk_end); /* what was left is not lost */
+    brk_base = brk_cur = old;
+    brk_end = old + want;
+  }
   return bytes <= brk_end - brk_cur;
 }
 
@@ -63,16 +93,24 @@ uintptr_t osmem__wasm_break_take(size_t bytes) {
   return p;
 }
 
+/* Bookkeeping: 16-byte aligned, zero-filled, from the bookkeeping room,
+ * growing memory at its end when the room is short. */
 int osmem__os_meta_alloc(size_t size, void **out) {
   break_init();
-  size_t pad = (size_t)((16 - (brk_cur & 15)) & 15);
-  if (size > SIZE_MAX - pad) return ENOMEM;
-  uintptr_t p = osmem__wasm_break_take(size + pad);
-  if (!p) return ENOMEM;
-  /* Room below the break may have been malloc's before an sbrk(-n). */
-  memset((void *)(p + pad), 0, size);
-  *out = (void *)(p + pad);
-  return 0;
+  for (int tries = 0; tries < 2; tries++) {
+    uint64_t start = (meta_cur + 15) & ~(uint64_t)15;
+    if (meta_end >= start && meta_end - start >= size) {
+      meta_cur = start + size;
+      memset((void *)(uintptr_t)start, 0, size); /* a gap may hold old data */
+      *out = (void *)(uintptr_t)start;
+      return 0;
+    }
+    uint64_t want = page_round((uint64_t)size + 16);
+    uint64_t old = osmem__wasm_grow(want);
+    if (old == UINT64_MAX) return ENOMEM;
+    meta_offer(old, old + want);
+  }
+  return ENOMEM;
 }
 
 #ifdef OSMEM_WASM_SBRK
@@ -87,9 +125,12 @@ __attribute__((visibility("default"))) void *sbrk(intptr_t increment) {
     uintptr_t p = increment == 0 ? (uintptr_t)brk_cur
                                  : osmem__wasm_break_take((size_t)increment);
     if (p) result = (void *)p;
-  } else if ((uint64_t)-(increment + 1) + 1 <= brk_cur - brk_base) {
-    result = (void *)(uintptr_t)brk_cur;
-    brk_cur -= (uint64_t)-(increment + 1) + 1;
+  } else {
+    uint64_t down = (uint64_t)(-(increment + 1)) + 1; /* no overflow at MIN */
+    if (down <= brk_cur - brk_base) {
+      result = (void *)(uintptr_t)brk_cur;
+      brk_cur -= down;
+    }
   }
   osmem__os_unlock();
   if (result == (void *)-1) errno = ENOMEM;
