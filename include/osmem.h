@@ -176,18 +176,94 @@ OSMEM_EXTERN int osmem_bind_to_node(void *p, size_t size, unsigned node);
  */
 OSMEM_EXTERN void *osmem_get_mblocks_on_node(size_t n, unsigned node);
 
-/* The number of NUMA nodes this process may allocate on (at least 1). */
+/* The number of NUMA nodes this process may allocate on (at least 1): nodes
+ * that have memory, in the process's allowed set (cpusets, `numactl
+ * --membind`). Node ids need not be contiguous. */
 OSMEM_EXTERN unsigned osmem_numa_nodes(void);
 
-/* Bit i set = node i may be allocated on. Nodes 64 and above do not fit and
- * are not shown. Without NUMA support: 1. */
+/* The nodes osmem_numa_mask can show: 0 .. OSMEM_NUMA_MASK_NODES - 1. */
+#define OSMEM_NUMA_MASK_NODES 64
+
+/* Bit i set = node i may be allocated on, for i < OSMEM_NUMA_MASK_NODES.
+ * Nodes 64 and above do not fit and are not shown: use osmem_numa_bitmap.
+ * Without NUMA support: 1. */
 OSMEM_EXTERN uint64_t osmem_numa_mask(void);
+
+/* Fills bits [0, nbits) of `bitmap` (bit i of word i / 64 = node i may be
+ * allocated on) and returns the number of bits the whole set needs (highest
+ * allowed node + 1), like snprintf: call with nbits = 0 to size the buffer.
+ * Bits past nbits are not written. bitmap may be NULL when nbits is 0. */
+OSMEM_EXTERN size_t osmem_numa_bitmap(uint64_t *bitmap, size_t nbits);
+
+/* Bytes of memory on `node` (its MemTotal), or 0 if unknown or no such node. */
+OSMEM_EXTERN uint64_t osmem_numa_node_memory(unsigned node);
+
+/* The distance from node `from` to node `to` as the firmware reports it (10
+ * for a node to itself), or -1 if unknown. */
+OSMEM_EXTERN int osmem_numa_distance(unsigned from, unsigned to);
+
+/* How binding treats a full node. */
+enum osmem_numa_policy {
+  /* MPOL_BIND: pages come only from the node. When it is full the kernel
+   * reclaims or swaps on that node; if that fails the process is killed by
+   * the OOM killer when it touches the page (not at get time). */
+  OSMEM_NUMA_STRICT = 0,
+  /* MPOL_PREFERRED: the node first; when it is full, pages come from the
+   * nearest node that has room. */
+  OSMEM_NUMA_PREFERRED = 1
+};
+
+/* Sets the policy osmem_bind_to_node and osmem_get_mblocks_on_node use from
+ * now on (default OSMEM_NUMA_STRICT). Returns 0, or EINVAL for an unknown
+ * policy (nothing changed). Thread-safe. */
+OSMEM_EXTERN int osmem_set_numa_policy(enum osmem_numa_policy policy);
+
+/* When on, fresh megablocks of plain gets (osmem_get_mblocks) are interleaved
+ * page by page across the allowed nodes (MPOL_INTERLEAVE) before first
+ * touch; default off. Megablocks reused from the pool keep their pages.
+ * Returns 0. Without NUMA support it records the wish and does nothing. */
+OSMEM_EXTERN int osmem_set_numa_interleave(bool on);
 
 /* ---------------------------------------------------------- machine facts */
 
-/* Physical memory in bytes (sysconf(_SC_PHYS_PAGES) * page size); 0 if the
- * OS does not say. Cached after the first call. */
+/* Physical memory this process can expect to use, in bytes: the lowest of
+ * the machine's RAM, the memory limit of the process's cgroup (the lowest on
+ * the path to the root, cgroup v2 memory.max or v1 memory.limit_in_bytes) and
+ * RLIMIT_AS. 0 if none is known. Read once and cached; see
+ * osmem_refresh_physical_memory. The pieces: osmem_memory_info. */
 OSMEM_EXTERN uint64_t osmem_physical_memory(void);
+
+/* Re-reads the limits (containers get resized) and returns the new value of
+ * osmem_physical_memory(). Thread-safe. */
+OSMEM_EXTERN uint64_t osmem_refresh_physical_memory(void);
+
+#define OSMEM_UNLIMITED UINT64_MAX
+
+/* Where osmem_physical_memory() came from. */
+enum osmem_memory_source {
+  OSMEM_MEMORY_UNKNOWN = 0,
+  OSMEM_MEMORY_RAM = 1,
+  OSMEM_MEMORY_CGROUP = 2,
+  OSMEM_MEMORY_RLIMIT = 3
+};
+
+struct osmem_memory_info {
+  uint64_t physical;    /* what osmem_physical_memory() returns */
+  uint64_t ram;         /* installed RAM; 0 if unknown */
+  uint64_t cgroup_max;  /* lowest hard limit up the cgroup tree, or
+                           OSMEM_UNLIMITED */
+  uint64_t cgroup_high; /* lowest cgroup v2 memory.high (throttling, not a
+                           limit: not used for `physical`), or
+                           OSMEM_UNLIMITED */
+  uint64_t rlimit_as;   /* RLIMIT_AS soft limit, or OSMEM_UNLIMITED */
+  unsigned cgroup_version;            /* 0 (none found), 1 or 2 */
+  enum osmem_memory_source source;    /* which piece `physical` is */
+  uint64_t reserved_for_abi[4];
+};
+
+/* Fills *out with the pieces behind osmem_physical_memory() (cached; see
+ * osmem_refresh_physical_memory). Does nothing when out is NULL. */
+OSMEM_EXTERN void osmem_memory_info(struct osmem_memory_info *out);
 
 /* The OS page size in bytes (sysconf(_SC_PAGESIZE)). */
 OSMEM_EXTERN size_t osmem_page_size(void);
