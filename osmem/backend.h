@@ -65,17 +65,31 @@ OSMEM_HIDDEN int osmem__os_decommit(void *p, size_t size);
  * never given back. ENOMEM when the OS refuses. */
 OSMEM_HIDDEN int osmem__os_meta_alloc(size_t size, void **out);
 
-/* Binds [p, p + size) to NUMA node `node`. EINVAL for a node the process may
- * not use; otherwise the OS's error. May be called without the pool lock. */
-OSMEM_HIDDEN int osmem__os_bind(void *p, size_t size, unsigned node);
+/* Binds [p, p + size) to NUMA node `node`, strictly (MPOL_BIND) or as the
+ * preferred node; pages already present move where they can. EINVAL for a
+ * node the process may not use; otherwise the OS's error. May be called
+ * without the pool lock. */
+OSMEM_HIDDEN int osmem__os_bind(void *p, size_t size, unsigned node,
+                                bool preferred);
 
-/* Whether node is one this process may allocate on. */
+/* Interleaves the pages of [p, p + size) across the allowed nodes. 0 where
+ * there is one node. May be called without the pool lock. */
+OSMEM_HIDDEN int osmem__os_interleave(void *p, size_t size);
+
+/* Whether node is one this process may allocate on (allowed, with memory). */
 OSMEM_HIDDEN bool osmem__os_node_allowed(unsigned node);
+
+/* One more than the highest allowed node id. */
+OSMEM_HIDDEN size_t osmem__os_numa_limit(void);
+
+/* Bytes of memory on a node, 0 if unknown; distance between two nodes, -1 if
+ * unknown. */
+OSMEM_HIDDEN uint64_t osmem__os_node_memory(unsigned node);
+OSMEM_HIDDEN int osmem__os_node_distance(unsigned from, unsigned to);
 
 /* Machine facts, fixed after init. */
 OSMEM_HIDDEN uint64_t osmem__os_physical_memory(void);
 OSMEM_HIDDEN unsigned osmem__os_numa_nodes(void);
-OSMEM_HIDDEN uint64_t osmem__os_numa_mask(void);
 
 /* The pool lock: usable before osmem__os_init, and never left held in a
  * child after fork. */

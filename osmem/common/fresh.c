@@ -69,21 +69,31 @@ static void adopt_reservation(uintptr_t base, size_t size) {
   g->carve_end = base + size;
 }
 
-/* Maps a new reservation for `need` bytes and makes it current. The pool
- * nodes the get needs (`nodes`) are set aside once the OS has said yes, so a
- * refused get maps no bookkeeping; if they cannot be had, the reservation is
- * given back and nothing has changed. Where memory cannot be given back
- * (wasm), the nodes are set aside first instead. */
-static int new_reservation(size_t need, size_t nodes) {
-  struct osmem__state *g = &osmem__g;
-  if (!g->caps.can_unmap && osmem__pool_reserve_nodes(&g->pool, nodes) != 0)
+/* Sets aside the pool nodes a fresh take needs: `nodes` in the owner's
+ * pool, and one in class 0 for the old tail a new reservation may leave. */
+static int reserve_nodes(struct osmem__pool *owner, size_t nodes) {
+  struct osmem__pool *tail = &osmem__g.pool;
+  if (owner != tail &&
+      osmem__pool_reserve_nodes(tail, tail->handed_out + 1) != 0)
     return ENOMEM;
+  return osmem__pool_reserve_nodes(owner, nodes);
+}
+
+/* Maps a new reservation for `need` bytes and makes it current. The pool
+ * nodes the get needs are set aside once the OS has said yes, so a refused
+ * get maps no bookkeeping; if they cannot be had, the reservation is given
+ * back and nothing has changed. Where memory cannot be given back (wasm),
+ * the nodes are set aside first instead. */
+static int new_reservation(size_t need, struct osmem__pool *owner,
+                           size_t nodes) {
+  struct osmem__state *g = &osmem__g;
+  if (!g->caps.can_unmap && reserve_nodes(owner, nodes) != 0) return ENOMEM;
   uintptr_t base;
   size_t size;
   if (map_reservation(need, &base, &size) != 0) return ENOMEM;
   if (osmem__heapmap_prepare(base >> OSMEM_MBLOCK_SHIFT,
-                             size >> OSMEM_MBLOCK_SHIFT) != 0 ||
-      osmem__pool_reserve_nodes(&g->pool, nodes) != 0) {
+                             size >> OSMEM_MBLOCK_SHIFT, g->classes) != 0 ||
+      reserve_nodes(owner, nodes) != 0) {
     /* Memory we cannot track must not be handed out. */
     osmem__os_unmap((void *)base, size);
     return ENOMEM;
@@ -92,12 +102,13 @@ static int new_reservation(size_t need, size_t nodes) {
   return 0;
 }
 
-int osmem__fresh_take(size_t n, size_t nodes, uintptr_t *mblock) {
+int osmem__fresh_take(size_t n, struct osmem__pool *owner, size_t nodes,
+                      uintptr_t *mblock) {
   struct osmem__state *g = &osmem__g;
   size_t need = n << OSMEM_MBLOCK_SHIFT;
   if (g->carve_end - g->carve < need) {
-    if (new_reservation(need, nodes) != 0) return ENOMEM;
-  } else if (osmem__pool_reserve_nodes(&g->pool, nodes) != 0) {
+    if (new_reservation(need, owner, nodes) != 0) return ENOMEM;
+  } else if (reserve_nodes(owner, nodes) != 0) {
     return ENOMEM;
   }
   g->carve_end -= need;

@@ -29,25 +29,76 @@ static word_t *leaf_of(uintptr_t mblock) {
 }
 
 #define LEAF_BYTES (LEAF_WORDS * sizeof(word_t))
+#define CLASS_BYTES (LEAF_BITS * sizeof(uint16_t))
 
-int osmem__heapmap_prepare(uintptr_t start, size_t len) {
-  if (start >= MBLOCK_LIMIT || len > MBLOCK_LIMIT - start) return ENOMEM;
-  uintptr_t first = start >> LEAF_BITS_SHIFT;
-  uintptr_t last = (start + len - 1) >> LEAF_BITS_SHIFT;
+/* Pool classes, one per megablock, beside the bits: read and written only
+ * under the pool lock, and only allocated where classes are wanted (more
+ * than one NUMA node); a missing array means class 0 throughout. */
+static uint16_t *classes[TOP_ENTRIES];
+
+/* Allocates, in one piece, what `count` missing leaves (or class arrays)
+ * need; NULL when the backend cannot give it. */
+static char *alloc_missing(size_t count, size_t each) {
+  void *block;
+  if (count == 0 || osmem__os_meta_alloc(count * each, &block) != 0) return NULL;
+  return block;
+}
+
+static int prepare_bits(uintptr_t first, uintptr_t last) {
   size_t missing = 0;
   for (uintptr_t i = first; i <= last; i++)
     missing += !atomic_load_explicit(&top[i], memory_order_relaxed);
   if (missing == 0) return 0;
-  /* All missing leaves in one allocation: one OS call per reservation. */
-  void *block;
-  if (osmem__os_meta_alloc(missing * LEAF_BYTES, &block) != 0) return ENOMEM;
-  char *leaf = block;
+  char *leaf = alloc_missing(missing, LEAF_BYTES);
+  if (!leaf) return ENOMEM;
   for (uintptr_t i = first; i <= last; i++) {
     if (atomic_load_explicit(&top[i], memory_order_relaxed)) continue;
     atomic_store_explicit(&top[i], (word_t *)leaf, memory_order_release);
     leaf += LEAF_BYTES;
   }
   return 0;
+}
+
+static int prepare_classes(uintptr_t first, uintptr_t last) {
+  size_t missing = 0;
+  for (uintptr_t i = first; i <= last; i++) missing += !classes[i];
+  if (missing == 0) return 0;
+  char *array = alloc_missing(missing, CLASS_BYTES);
+  if (!array) return ENOMEM;
+  for (uintptr_t i = first; i <= last; i++) {
+    if (classes[i]) continue;
+    classes[i] = (uint16_t *)(void *)array;
+    array += CLASS_BYTES;
+  }
+  return 0;
+}
+
+int osmem__heapmap_prepare(uintptr_t start, size_t len, bool with_classes) {
+  if (start >= MBLOCK_LIMIT || len > MBLOCK_LIMIT - start) return ENOMEM;
+  uintptr_t first = start >> LEAF_BITS_SHIFT;
+  uintptr_t last = (start + len - 1) >> LEAF_BITS_SHIFT;
+  if (prepare_bits(first, last) != 0) return ENOMEM;
+  if (with_classes && prepare_classes(first, last) != 0) return ENOMEM;
+  return 0;
+}
+
+void osmem__heapmap_set_class(uintptr_t start, size_t len, unsigned cls) {
+  for (uintptr_t m = start; m < start + len; m++) {
+    uint16_t *array = classes[m >> LEAF_BITS_SHIFT];
+    if (array) array[m & (LEAF_BITS - 1)] = (uint16_t)cls;
+  }
+}
+
+unsigned osmem__heapmap_class(uintptr_t mblock) {
+  const uint16_t *array = classes[mblock >> LEAF_BITS_SHIFT];
+  return array ? array[mblock & (LEAF_BITS - 1)] : 0;
+}
+
+size_t osmem__heapmap_class_run(uintptr_t start, size_t len) {
+  unsigned cls = osmem__heapmap_class(start);
+  size_t run = 1;
+  while (run < len && osmem__heapmap_class(start + run) == cls) run++;
+  return run;
 }
 
 /* Calls fn on each (word, mask) piece of [start, start + len). */

@@ -41,9 +41,20 @@
 #define OSMEM__MBLOCK_LIMIT \
   ((size_t)((((uint64_t)1 << OSMEM__VA_BITS) - 1) >> OSMEM_MBLOCK_SHIFT) + 1)
 
-/* Makes sure leaves exist for megablocks [start, start + len). ENOMEM when
- * bookkeeping memory cannot be had or the range is beyond OSMEM__VA_BITS. */
-OSMEM_HIDDEN int osmem__heapmap_prepare(uintptr_t start, size_t len);
+/* Makes sure leaves exist for megablocks [start, start + len), and class
+ * arrays too when with_classes. ENOMEM when bookkeeping memory cannot be had
+ * or the range is beyond OSMEM__VA_BITS. */
+OSMEM_HIDDEN int osmem__heapmap_prepare(uintptr_t start, size_t len,
+                                        bool with_classes);
+
+/* Pool classes (0: memory bound to no node; k + 1: bound to node k), one per
+ * megablock, handed out or pooled. Lock held. Where no class array was
+ * prepared every megablock is class 0, and setting another class is ignored. */
+OSMEM_HIDDEN void osmem__heapmap_set_class(uintptr_t start, size_t len,
+                                           unsigned cls);
+OSMEM_HIDDEN unsigned osmem__heapmap_class(uintptr_t mblock);
+/* How many megablocks from start on (at most len) share start's class. */
+OSMEM_HIDDEN size_t osmem__heapmap_class_run(uintptr_t start, size_t len);
 
 /* Set or clear the bits of [start, start + len); leaves must exist. */
 OSMEM_HIDDEN void osmem__heapmap_set(uintptr_t start, size_t len);

@@ -28,10 +28,21 @@
 
 #define OSMEM__DEFAULT_DECOMMIT_THRESHOLD ((size_t)64 << 20)
 
+/* Node ids below this are supported (Linux allows at most 1024). */
+#define OSMEM__MAX_NODES 1024
+
 struct osmem__state {
   atomic_bool ready;              /* set once init is done; read lock-free */
   struct osmem__os_caps caps;
+  /* Pools by class (pools.c): class 0 is memory bound to no node, class
+   * k + 1 memory bound to node k; node pools are made on first use. */
   struct osmem__pool pool;
+  struct osmem__pool *node_pools[OSMEM__MAX_NODES];
+  uint16_t pool_classes[OSMEM__MAX_NODES]; /* classes made, in order */
+  unsigned pool_class_count;
+  bool classes;                   /* more than one node: keep classes */
+  bool numa_preferred;            /* OSMEM_NUMA_PREFERRED, else strict */
+  bool numa_interleave;           /* interleave fresh plain gets */
   /* Fresh memory: the not yet handed out part [carve, carve_end) of the
    * newest reservation, handed out from the top down. */
   uintptr_t carve, carve_end;     /* byte addresses */
@@ -49,10 +60,35 @@ OSMEM_HIDDEN void osmem__ensure_init(void);
 
 /* Takes n megablocks of never-used memory (n * OSMEM_MBLOCK_SIZE is known to
  * fit a size_t) from the current reservation, making a new one when it is too
- * small, and makes sure `nodes` pool nodes are set aside (one of them may go
- * to a reservation's old tail). Lock held. 0, or ENOMEM with nothing
- * changed. */
-OSMEM_HIDDEN int osmem__fresh_take(size_t n, size_t nodes, uintptr_t *mblock);
+ * small, and makes sure `nodes` pool nodes are set aside in `owner` (and one
+ * in class 0 for a reservation's old tail). Lock held. 0, or ENOMEM with
+ * nothing changed. */
+OSMEM_HIDDEN int osmem__fresh_take(size_t n, struct osmem__pool *owner,
+                                   size_t nodes, uintptr_t *mblock);
+
+/* Gets n megablocks of class cls (plain: any pool), bound to node (>= 0) or
+ * interleaved (plain, fresh, when asked for). NULL with errno on failure. */
+OSMEM_HIDDEN void *osmem__get(size_t n, unsigned cls, bool plain, int node);
+
+/* pools.c; all with the lock held. */
+/* The pool of a class; made (zeroed bookkeeping) when create is true and it
+ * does not exist yet. NULL if it cannot be. */
+OSMEM_HIDDEN struct osmem__pool *osmem__class_pool(unsigned cls, bool create);
+/* Hands out n megablocks of class cls (a plain get may use any pool). 0 or
+ * ENOMEM, state unchanged. *fresh: never handed out before. */
+OSMEM_HIDDEN int osmem__get_locked(size_t n, unsigned cls, bool plain,
+                                   uintptr_t *mblock, bool *fresh);
+/* Returns handed-out megablocks [start, start + n) to their pools. */
+OSMEM_HIDDEN void osmem__free_locked(uintptr_t start, size_t n);
+/* Unmaps every pooled range; bytes unmapped. */
+OSMEM_HIDDEN size_t osmem__release_locked(void);
+/* Decommits pooled ranges, lowest first, until under the threshold. */
+OSMEM_HIDDEN void osmem__decommit_over_threshold(void);
+/* Totals over all pools. */
+OSMEM_HIDDEN void osmem__pools_sum(size_t *mblocks, size_t *resident,
+                                   size_t *ranges);
+/* Every pool's invariants; 0 or the first broken one. */
+OSMEM_HIDDEN int osmem__pools_check(void);
 
 /* For tests: checks the pool and counters agree. 0 or the broken invariant. */
 OSMEM_HIDDEN int osmem__check_invariants(void);

@@ -39,6 +39,8 @@ struct osmem__pool {
   size_t ranges;                   /* nodes in the tree */
   size_t mblocks;                  /* megablocks in the tree */
   size_t resident_mblocks;         /* megablocks in resident nodes */
+  size_t handed_out;               /* megablocks of this pool's class handed
+                                      out now (kept by the caller) */
 };
 
 /* A free range as the pool reports it. */

@@ -8,6 +8,11 @@
 
 OSMEM_HIDDEN extern size_t osmem__posix_page_size;
 
+/* Reads a small file (from /proc or /sys) into buf, NUL-terminated, with no
+ * allocation: the number of bytes read (at most size - 1), or -1. */
+OSMEM_HIDDEN long osmem__posix_read_file(const char *path, char *buf,
+                                         size_t size);
+
 /* Reads the NUMA topology the process may use (numa.c). */
 OSMEM_HIDDEN void osmem__posix_numa_init(void);
 

@@ -4,7 +4,9 @@
 #include "sys.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #ifdef HAVE_LIBNUMA
 #include <numaif.h>
@@ -47,12 +49,21 @@ static long real_get_mempolicy(int *mode, unsigned long *nodemask,
 }
 #endif
 
+#ifndef O_CLOEXEC
+#define O_CLOEXEC 0
+#endif
+
+/* open(2) is variadic; the table's entry is not. */
+static int real_open(const char *path, int flags) { return open(path, flags); }
+
 static const struct osmem__posix_sys real_sys = {
     mmap, munmap, madvise, real_mbind, real_get_mempolicy,
+    real_open, read, close,
 };
 
 struct osmem__posix_sys osmem__posix_sys = {
     mmap, munmap, madvise, real_mbind, real_get_mempolicy,
+    real_open, read, close,
 };
 
 void osmem__posix_sys_reset(void) { osmem__posix_sys = real_sys; }
@@ -82,4 +93,21 @@ long osmem__posix_mbind(void *addr, unsigned long len, int mode,
                         unsigned flags) {
   bump(&osmem__os_count.mbind);
   return osmem__posix_sys.mbind(addr, len, mode, nodemask, maxnode, flags);
+}
+
+int osmem__posix_open(const char *path) {
+  return osmem__posix_sys.open(path, O_RDONLY | O_CLOEXEC);
+}
+
+ssize_t osmem__posix_read(int fd, void *buf, size_t len) {
+  for (int tries = 0;; tries++) {
+    ssize_t got = osmem__posix_sys.read(fd, buf, len);
+    if (got >= 0 || errno != EINTR || tries == 100) return got;
+  }
+}
+
+void osmem__posix_close(int fd) {
+  int saved = errno;
+  (void)osmem__posix_sys.close(fd); /* read-only: nothing to lose */
+  errno = saved;
 }

@@ -23,6 +23,11 @@ struct osmem__posix_sys {
   /* get_mempolicy(2); the same. */
   long (*get_mempolicy)(int *mode, unsigned long *nodemask,
                         unsigned long maxnode, void *addr, unsigned long flags);
+  /* Reading small files (/proc, cgroupfs): open(2) read-only, read(2),
+   * close(2). */
+  int (*open)(const char *path, int flags);
+  ssize_t (*read)(int fd, void *buf, size_t len);
+  int (*close)(int fd);
 };
 
 /* The table in use. Tests may assign entries; osmem__posix_sys_reset()
@@ -39,5 +44,13 @@ OSMEM_HIDDEN int osmem__posix_madvise(void *addr, size_t len, int advice);
 OSMEM_HIDDEN long osmem__posix_mbind(void *addr, unsigned long len, int mode,
                                      const unsigned long *nodemask,
                                      unsigned long maxnode, unsigned flags);
+
+/* Not counted: file reads through the table, so that tests can make them
+ * fail. osmem__posix_open opens read-only and close-on-exec; -1 and errno on
+ * failure, as open(2). osmem__posix_read retries EINTR a bounded number of
+ * times, otherwise as read(2). */
+OSMEM_HIDDEN int osmem__posix_open(const char *path);
+OSMEM_HIDDEN ssize_t osmem__posix_read(int fd, void *buf, size_t len);
+OSMEM_HIDDEN void osmem__posix_close(int fd);
 
 #endif /* OSMEM_POSIX_SYS_H */

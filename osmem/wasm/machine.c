@@ -35,10 +35,23 @@ void osmem__os_init(struct osmem__os_caps *caps) {
 uint64_t osmem__os_physical_memory(void) { return OSMEM__WASM_MAX_BYTES; }
 
 unsigned osmem__os_numa_nodes(void) { return 1; }
-uint64_t osmem__os_numa_mask(void) { return 1; }
+size_t osmem__os_numa_limit(void) { return 1; }
 bool osmem__os_node_allowed(unsigned node) { return node == 0; }
 
-int osmem__os_bind(void *p, size_t size, unsigned node) {
-  (void)p, (void)size;
+uint64_t osmem__os_node_memory(unsigned node) {
+  return node == 0 ? OSMEM__WASM_MAX_BYTES : 0;
+}
+
+int osmem__os_node_distance(unsigned from, unsigned to) {
+  return from == 0 && to == 0 ? 10 : -1;
+}
+
+int osmem__os_bind(void *p, size_t size, unsigned node, bool preferred) {
+  (void)p, (void)size, (void)preferred;
   return node == 0 ? 0 : EINVAL;
+}
+
+int osmem__os_interleave(void *p, size_t size) {
+  (void)p, (void)size;
+  return 0;
 }

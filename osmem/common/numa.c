@@ -1,0 +1,86 @@
+/*
+ * The public NUMA calls: which nodes may be used, placement policy, and
+ * binding. The backend knows the topology and binds; the pools by node live
+ * in pools.c.
+ */
+#include <config.h>
+
+#include <errno.h>
+
+#include "internal.h"
+
+unsigned osmem_numa_nodes(void) {
+  osmem__ensure_init();
+  return osmem__os_numa_nodes();
+}
+
+uint64_t osmem_numa_mask(void) {
+  uint64_t mask = 0;
+  osmem_numa_bitmap(&mask, OSMEM_NUMA_MASK_NODES);
+  return mask;
+}
+
+size_t osmem_numa_bitmap(uint64_t *bitmap, size_t nbits) {
+  osmem__ensure_init();
+  size_t limit = osmem__os_numa_limit();
+  for (size_t node = 0; node < nbits; node++) {
+    uint64_t bit = (uint64_t)1 << (node % 64);
+    if (node < limit && osmem__os_node_allowed((unsigned)node))
+      bitmap[node / 64] |= bit;
+    else
+      bitmap[node / 64] &= ~bit;
+  }
+  return limit;
+}
+
+uint64_t osmem_numa_node_memory(unsigned node) {
+  osmem__ensure_init();
+  return osmem__os_node_memory(node);
+}
+
+int osmem_numa_distance(unsigned from, unsigned to) {
+  osmem__ensure_init();
+  return osmem__os_node_distance(from, to);
+}
+
+int osmem_set_numa_policy(enum osmem_numa_policy policy) {
+  if (policy != OSMEM_NUMA_STRICT && policy != OSMEM_NUMA_PREFERRED)
+    return EINVAL;
+  osmem__ensure_init();
+  osmem__os_lock();
+  osmem__g.numa_preferred = policy == OSMEM_NUMA_PREFERRED;
+  osmem__os_unlock();
+  return 0;
+}
+
+int osmem_set_numa_interleave(bool on) {
+  osmem__ensure_init();
+  osmem__os_lock();
+  osmem__g.numa_interleave = on;
+  osmem__os_unlock();
+  return 0;
+}
+
+int osmem_bind_to_node(void *p, size_t size, unsigned node) {
+  osmem__ensure_init();
+  uintptr_t addr = (uintptr_t)p;
+  size_t page = osmem__g.caps.page_size;
+  if (addr == 0 || (addr & (page - 1)) != 0 || size == 0) return EINVAL;
+  if (size > SIZE_MAX - page || addr + size < addr) return EINVAL;
+  if (!osmem__os_node_allowed(node)) return EINVAL;
+  osmem__os_lock();
+  bool preferred = osmem__g.numa_preferred;
+  osmem__os_unlock();
+  return osmem__os_bind(p, (size + page - 1) & ~(page - 1), node, preferred);
+}
+
+void *osmem_get_mblocks_on_node(size_t n, unsigned node) {
+  osmem__ensure_init();
+  if (n != 0 && !osmem__os_node_allowed(node)) {
+    errno = EINVAL;
+    return NULL;
+  }
+  /* With one node there are no classes: pooled memory is all that node's. */
+  unsigned cls = osmem__g.classes ? node + 1 : 0;
+  return osmem__get(n, cls, false, (int)node);
+}
