@@ -1,25 +1,21 @@
-/* Small files from /proc and /sys, read into the caller's fixed buffer. */
+/* Small files from /proc and /sys, read into the caller's fixed buffer
+ * through the system-call table (sys.h), so that tests can make them fail. */
 #include <config.h>
 
-#include <errno.h>
-#include <fcntl.h>
-#include <unistd.h>
-
 #include "machine.h"
+#include "sys.h"
 
 long osmem__posix_read_file(const char *path, char *buf, size_t size) {
   if (size == 0) return -1;
-  int fd;
-  do fd = open(path, O_RDONLY | O_CLOEXEC); while (fd < 0 && errno == EINTR);
+  int fd = osmem__posix_open(path);
   if (fd < 0) return -1;
   size_t used = 0;
   while (used + 1 < size) {
-    ssize_t got = read(fd, buf + used, size - 1 - used);
-    if (got < 0 && errno == EINTR) continue;
+    ssize_t got = osmem__posix_read(fd, buf + used, size - 1 - used);
     if (got <= 0) break;
     used += (size_t)got;
   }
-  close(fd);
+  osmem__posix_close(fd);
   buf[used] = '\0';
   return (long)used;
 }
