@@ -22,6 +22,26 @@ static void print_facts(void) {
          osmem_numa_mask());
 }
 
+/* Each node the process may allocate on, its memory and its distances. */
+static void print_topology(void) {
+  enum { MAX_BITS = 1024 };
+  uint64_t bitmap[MAX_BITS / 64];
+  size_t limit = osmem_numa_bitmap(bitmap, MAX_BITS);
+  if (limit > MAX_BITS) limit = MAX_BITS;
+  for (unsigned node = 0; node < limit; node++) {
+    if (!(bitmap[node / 64] >> (node % 64) & 1)) continue;
+    printf("  node %u: %.1f MiB, distances:", node,
+           (double)osmem_numa_node_memory(node) / MIB);
+    for (unsigned to = 0; to < limit; to++) {
+      if (!(bitmap[to / 64] >> (to % 64) & 1)) continue;
+      int d = osmem_numa_distance(node, to);
+      if (d < 0) printf(" %u:?", to);
+      else printf(" %u:%d", to, d);
+    }
+    printf("\n");
+  }
+}
+
 static void print_stats(const char *when) {
   struct osmem_stats s;
   osmem_stats(&s);
@@ -84,5 +104,6 @@ int main(int argc, char **argv) {
     return 1;
   }
   print_facts();
+  print_topology();
   return demo();
 }
