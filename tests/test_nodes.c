@@ -1,0 +1,239 @@
+/*
+ * Per-node pools, placement policies and the node bitmap.
+ *
+ * The pool-by-node cases run on a made-up topology (nodes 0, 1 and 70) that
+ * the POSIX backend reads through its system-call table at init, with mbind
+ * recorded instead of made: this machine has one node. The same behaviour on
+ * real multi-node kernels is checked under qemu (tests/numa-vm). The fake
+ * topology is meaningless on wasm (no get_mempolicy, one node by design), so
+ * those cases are POSIX-only; the rest run on both backends.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <string.h>
+
+#include "helpers.h"
+
+#define MB OSMEM_MBLOCK_SIZE
+
+Test(nodes, bitmap_sizes_like_snprintf) {
+  size_t need = osmem_numa_bitmap(NULL, 0);
+  cr_assert_geq(need, 1);
+  uint64_t bits[4];
+  memset(bits, 0xff, sizeof bits);
+  cr_assert_eq(osmem_numa_bitmap(bits, 256), need);
+  unsigned count = 0;
+  for (unsigned i = 0; i < 256; i++) count += (unsigned)(bits[i / 64] >> (i % 64) & 1);
+  cr_assert_eq(count, osmem_numa_nodes(), "every allowed node, and only those");
+  if (need <= 64) cr_assert_eq(bits[0], osmem_numa_mask());
+  /* Bits past nbits are not written. */
+  uint64_t word = ~(uint64_t)0;
+  osmem_numa_bitmap(&word, 1);
+  cr_assert_eq(word >> 1, ~(uint64_t)0 >> 1, "only bit 0 may change");
+}
+
+Test(nodes, node_facts_of_node_zero_and_of_no_node) {
+  cr_assert_gt(osmem_numa_node_memory(0), 0);
+  cr_assert_eq(osmem_numa_distance(0, 0), 10);
+  cr_assert_eq(osmem_numa_node_memory(5000), 0);
+  cr_assert_eq(osmem_numa_distance(0, 5000), -1);
+  cr_assert_eq(osmem_numa_distance(5000, 0), -1);
+}
+
+Test(nodes, policy_setter_refuses_unknown_policies) {
+  cr_assert_eq(osmem_set_numa_policy((enum osmem_numa_policy)7), EINVAL);
+  cr_assert_eq(osmem_set_numa_policy(OSMEM_NUMA_PREFERRED), 0);
+  cr_assert_eq(osmem_set_numa_policy(OSMEM_NUMA_STRICT), 0);
+  cr_assert_eq(osmem_set_numa_interleave(true), 0);
+  cr_assert_eq(osmem_set_numa_interleave(false), 0);
+}
+
+Test(nodes, interleave_with_one_node_makes_no_call) {
+  if (osmem_numa_nodes() > 1) cr_skip_test("this machine has several nodes");
+  cr_assert_eq(osmem_set_numa_interleave(true), 0);
+  struct osmem_stats s0 = stats_now();
+  char *p = osmem_get_mblocks(2);
+  cr_assert_not_null(p);
+  cr_assert_eq(stats_now().os_mbind, s0.os_mbind);
+  p[0] = p[2 * MB - 1] = 1;
+  cr_assert_eq(osmem_free_mblocks(p, 2), 0);
+  assert_invariants();
+}
+
+#ifndef __wasi__ /* the fake topology goes through the POSIX syscall table */
+#include "../osmem/posix/sys.h"
+
+#ifdef HAVE_LIBNUMA
+#include <numaif.h>
+
+static long fake_mems_allowed(int *mode, unsigned long *nodemask,
+                              unsigned long maxnode, void *addr,
+                              unsigned long flags) {
+  (void)mode, (void)addr;
+  if (!(flags & MPOL_F_MEMS_ALLOWED) || !nodemask || maxnode < 72) {
+    errno = EINVAL;
+    return -1;
+  }
+  const size_t bits = sizeof(unsigned long) * CHAR_BIT;
+  memset(nodemask, 0, (maxnode + bits - 1) / bits * sizeof(unsigned long));
+  nodemask[0] |= 3; /* nodes 0 and 1 */
+  nodemask[70 / bits] |= 1UL << (70 % bits);
+  return 0;
+}
+
+static struct {
+  int calls, mode;
+  unsigned long maxnode, first_node;
+} seen;
+
+static long record_mbind(void *addr, unsigned long len, int mode,
+                         const unsigned long *nodemask, unsigned long maxnode,
+                         unsigned flags) {
+  (void)addr, (void)len, (void)flags;
+  const size_t bits = sizeof(unsigned long) * CHAR_BIT;
+  seen.calls++;
+  seen.mode = mode;
+  seen.maxnode = maxnode;
+  seen.first_node = ULONG_MAX;
+  for (unsigned long b = 0; b + 1 < maxnode; b++)
+    if ((nodemask[b / bits] >> (b % bits)) & 1) {
+      seen.first_node = b;
+      break;
+    }
+  return 0;
+}
+
+/* Nodes 0, 1 and 70; mbind recorded, not made. */
+static void fake_topology(void) {
+  osmem__posix_sys.get_mempolicy = fake_mems_allowed;
+  cr_assert_eq(osmem_init(), 0);
+  osmem__posix_sys_reset();
+  osmem__posix_sys.mbind = record_mbind;
+}
+
+Test(nodes, bitmap_shows_nodes_past_64) {
+  fake_topology();
+  uint64_t bits[2] = {0, 0};
+  cr_assert_eq(osmem_numa_bitmap(bits, 128), 71);
+  cr_assert_eq(bits[0], 3);
+  cr_assert_eq(bits[1], (uint64_t)1 << (70 - 64));
+  cr_assert_eq(osmem_numa_mask(), 3, "node 70 does not fit the 64-bit mask");
+  cr_assert_eq(osmem_numa_nodes(), 3);
+}
+
+Test(nodes, pooled_megablocks_keep_their_node) {
+  fake_topology();
+  char *on1 = osmem_get_mblocks_on_node(2, 1);
+  cr_assert_not_null(on1);
+  cr_assert_eq(seen.first_node, 1);
+  cr_assert_eq(osmem_free_mblocks(on1, 2), 0);
+  assert_invariants();
+  /* A get for node 0 never takes node 1's megablocks. */
+  char *on0 = osmem_get_mblocks_on_node(2, 0);
+  cr_assert_not_null(on0);
+  cr_assert_neq(on0, on1, "node 1's pooled megablocks went to node 0");
+  cr_assert_eq(seen.first_node, 0);
+  /* A get for node 1 reuses them, with no new mapping. */
+  struct osmem_stats s = stats_now();
+  cr_assert_eq(osmem_get_mblocks_on_node(2, 1), on1);
+  cr_assert_eq(stats_now().os_maps, s.os_maps);
+  cr_assert_eq(stats_now().reservations, s.reservations);
+  assert_invariants();
+}
+
+Test(nodes, plain_get_may_use_a_node_pool_and_frees_go_back_to_it) {
+  fake_topology();
+  char *on70 = osmem_get_mblocks_on_node(3, 70);
+  cr_assert_not_null(on70);
+  cr_assert_eq(seen.first_node, 70);
+  cr_assert_eq(seen.maxnode, 72, "maxnode is the highest node + 2");
+  cr_assert_eq(osmem_free_mblocks(on70, 3), 0);
+  /* Use up the unbound fresh memory's pool: nothing is pooled there, so a
+   * plain get of 3 is served by node 70's pool (any pool will do). */
+  struct osmem_stats s = stats_now();
+  cr_assert_eq(s.mblocks_pooled, 3);
+  char *plain = osmem_get_mblocks(3);
+  cr_assert_eq(plain, on70);
+  assert_invariants();
+  /* Freed again, it goes back to node 70's pool: a node-0 get skips it. */
+  cr_assert_eq(osmem_free_mblocks(plain, 3), 0);
+  char *on0 = osmem_get_mblocks_on_node(3, 0);
+  cr_assert_not_null(on0);
+  cr_assert_neq(on0, on70);
+  cr_assert_eq(osmem_get_mblocks_on_node(3, 70), on70);
+  assert_invariants();
+}
+
+Test(nodes, a_free_spanning_two_nodes_splits_by_node) {
+  fake_topology();
+  /* Fresh megablocks are carved top down, so a later get lies just below. */
+  char *hi = osmem_get_mblocks_on_node(1, 1);
+  char *lo = osmem_get_mblocks_on_node(1, 0);
+  cr_assert_not_null(hi);
+  cr_assert_not_null(lo);
+  if (lo + MB != hi) cr_skip_test("the two gets are not adjacent");
+  cr_assert_eq(osmem_free_mblocks(lo, 2), 0, "one free over both nodes");
+  assert_invariants();
+  cr_assert_eq(stats_now().pool_ranges, 2, "two pools, one range each");
+  cr_assert_eq(osmem_get_mblocks_on_node(1, 1), hi);
+  cr_assert_eq(osmem_get_mblocks_on_node(1, 0), lo);
+  assert_invariants();
+}
+
+Test(nodes, policy_picks_the_mbind_mode) {
+  fake_topology();
+  cr_assert_not_null(osmem_get_mblocks_on_node(1, 1));
+  cr_assert_eq(seen.mode, MPOL_BIND);
+  cr_assert_eq(osmem_set_numa_policy(OSMEM_NUMA_PREFERRED), 0);
+  char *p = osmem_get_mblocks_on_node(1, 1);
+  cr_assert_not_null(p);
+  cr_assert_eq(seen.mode, MPOL_PREFERRED);
+  cr_assert_eq(osmem_bind_to_node(p, MB, 70), 0);
+  cr_assert_eq(seen.mode, MPOL_PREFERRED);
+  cr_assert_eq(seen.first_node, 70);
+}
+
+Test(nodes, interleave_binds_fresh_plain_gets_to_all_nodes) {
+  fake_topology();
+  cr_assert_eq(osmem_set_numa_interleave(true), 0);
+  char *p = osmem_get_mblocks(2);
+  cr_assert_not_null(p);
+  cr_assert_eq(seen.calls, 1);
+  cr_assert_eq(seen.mode, MPOL_INTERLEAVE);
+  cr_assert_eq(seen.maxnode, 72);
+  /* Reused from the pool: the pages keep their placement, no new call. */
+  cr_assert_eq(osmem_free_mblocks(p, 2), 0);
+  cr_assert_eq(osmem_get_mblocks(2), p);
+  cr_assert_eq(seen.calls, 1);
+}
+
+static long failing_mbind(void *addr, unsigned long len, int mode,
+                          const unsigned long *nodemask, unsigned long maxnode,
+                          unsigned flags) {
+  (void)addr, (void)len, (void)mode, (void)nodemask, (void)maxnode, (void)flags;
+  errno = EIO;
+  return -1;
+}
+
+Test(nodes, failed_bind_gives_the_megablocks_back_to_their_pool) {
+  fake_topology();
+  char *p = osmem_get_mblocks_on_node(1, 1);
+  cr_assert_not_null(p);
+  cr_assert_eq(osmem_free_mblocks(p, 1), 0);
+  struct osmem_stats s0 = stats_now();
+  osmem__posix_sys.mbind = failing_mbind;
+  errno = 0;
+  cr_assert_null(osmem_get_mblocks_on_node(1, 1));
+  cr_assert_eq(errno, EIO);
+  struct osmem_stats s1 = stats_now();
+  cr_assert_eq(s1.mblocks_in_use, s0.mblocks_in_use);
+  cr_assert_eq(s1.mblocks_pooled, s0.mblocks_pooled);
+  cr_assert_not(osmem_is_heap(p));
+  assert_invariants();
+  osmem__posix_sys.mbind = record_mbind;
+  cr_assert_eq(osmem_get_mblocks_on_node(1, 1), p, "still in node 1's pool");
+}
+#endif /* HAVE_LIBNUMA */
+#endif /* !__wasi__ */
