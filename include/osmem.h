@@ -228,18 +228,24 @@ OSMEM_EXTERN int osmem_set_numa_interleave(bool on);
 
 /* Physical memory this process can expect to use, in bytes: the lowest of
  * the machine's RAM, the memory limit of the process's cgroup (the lowest on
- * the path to the root, cgroup v2 memory.max or v1 memory.limit_in_bytes) and
- * RLIMIT_AS. 0 if none is known. Read once and cached; see
+ * the path from its cgroup up to the root of the mounted hierarchy: cgroup v2
+ * memory.max or v1 memory.limit_in_bytes; on a hybrid system, the lowest of
+ * both) and the RLIMIT_AS soft limit. 0 if none is known. Limit files that
+ * are missing, unreadable or unparsable count as no limit. Read on first use
+ * and cached (a child inherits the cached value across fork); see
  * osmem_refresh_physical_memory. The pieces: osmem_memory_info. */
 OSMEM_EXTERN uint64_t osmem_physical_memory(void);
 
-/* Re-reads the limits (containers get resized) and returns the new value of
- * osmem_physical_memory(). Thread-safe. */
+/* Re-reads the pieces (containers get resized, processes moved to other
+ * cgroups, rlimits changed) and returns the new value of
+ * osmem_physical_memory(). Thread-safe; reads a few small files and never
+ * allocates. */
 OSMEM_EXTERN uint64_t osmem_refresh_physical_memory(void);
 
 #define OSMEM_UNLIMITED UINT64_MAX
 
-/* Where osmem_physical_memory() came from. */
+/* Where osmem_physical_memory() came from. When two pieces are equal the
+ * first of RAM, CGROUP, RLIMIT is named. */
 enum osmem_memory_source {
   OSMEM_MEMORY_UNKNOWN = 0,
   OSMEM_MEMORY_RAM = 1,
@@ -256,7 +262,9 @@ struct osmem_memory_info {
                            limit: not used for `physical`), or
                            OSMEM_UNLIMITED */
   uint64_t rlimit_as;   /* RLIMIT_AS soft limit, or OSMEM_UNLIMITED */
-  unsigned cgroup_version;            /* 0 (none found), 1 or 2 */
+  unsigned cgroup_version;            /* 0 (no memory controller found),
+                                         1 or 2 (the one that gave
+                                         cgroup_max) */
   enum osmem_memory_source source;    /* which piece `physical` is */
   uint64_t reserved_for_abi[4];
 };

@@ -87,8 +87,16 @@ OSMEM_HIDDEN size_t osmem__os_numa_limit(void);
 OSMEM_HIDDEN uint64_t osmem__os_node_memory(unsigned node);
 OSMEM_HIDDEN int osmem__os_node_distance(unsigned from, unsigned to);
 
+/* The pieces of physical memory, read now (the common code caches them and
+ * computes out->physical and out->source): out->ram (0 if unknown),
+ * out->cgroup_max, out->cgroup_high, out->rlimit_as (OSMEM_UNLIMITED when
+ * there is none) and out->cgroup_version. The caller has set every field to
+ * "unknown" beforehand; the other fields are left alone. Called with the
+ * pool lock held; never fails, may read files, preserves errno. */
+struct osmem_memory_info;
+OSMEM_HIDDEN void osmem__os_memory_info(struct osmem_memory_info *out);
+
 /* Machine facts, fixed after init. */
-OSMEM_HIDDEN uint64_t osmem__os_physical_memory(void);
 OSMEM_HIDDEN unsigned osmem__os_numa_nodes(void);
 
 /* The pool lock: usable before osmem__os_init, and never left held in a

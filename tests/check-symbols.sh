@@ -17,7 +17,8 @@ for sym in osmem_init osmem_get_mblocks osmem_free_mblocks \
            osmem_get_mblocks_on_node osmem_physical_memory osmem_numa_nodes \
            osmem_numa_mask osmem_page_size osmem_backend osmem_stats \
            osmem_set_oom_handler osmem_version osmem_mblock_shift \
-           osmem_set_decommit_threshold; do
+           osmem_set_decommit_threshold osmem_refresh_physical_memory \
+           osmem_memory_info; do
   printf '%s\n' "$exported" | grep -qx "$sym" || { echo "FAIL: $sym not exported"; missing=1; }
 done
 [ "$missing" = 0 ] || exit 1

@@ -11,13 +11,46 @@
 
 #define MIB (1024.0 * 1024.0)
 
+/* A limit in bytes and MiB, or "unlimited". */
+static void print_limit(const char *label, uint64_t bytes) {
+  if (bytes == OSMEM_UNLIMITED)
+    printf("  %-16sunlimited\n", label);
+  else
+    printf("  %-16s%" PRIu64 " bytes (%.1f MiB)\n", label, bytes,
+           (double)bytes / MIB);
+}
+
+/* Physical memory and where it came from: the lowest of the pieces. */
+static void print_memory(void) {
+  static const char *const sources[] = {"unknown", "RAM", "cgroup",
+                                        "RLIMIT_AS"};
+  struct osmem_memory_info m;
+  osmem_memory_info(&m);
+  printf("physical memory:  %" PRIu64 " bytes (%.1f MiB), from %s\n",
+         m.physical, (double)m.physical / MIB,
+         (unsigned)m.source < 4 ? sources[m.source] : "?");
+  if (m.ram)
+    print_limit("RAM:", m.ram);
+  else
+    printf("  %-16sunknown\n", "RAM:");
+  if (m.cgroup_version == 0) {
+    printf("  %-16snone found\n", "cgroup:");
+  } else {
+    char label[32];
+    snprintf(label, sizeof label, "cgroup v%u max:", m.cgroup_version);
+    print_limit(label, m.cgroup_max);
+    snprintf(label, sizeof label, "cgroup v%u high:", m.cgroup_version);
+    print_limit(label, m.cgroup_high);
+  }
+  print_limit("RLIMIT_AS:", m.rlimit_as);
+}
+
 static void print_facts(void) {
   printf("libosmem %s, backend %s\n", osmem_version(), osmem_backend());
   printf("page size:        %zu bytes\n", osmem_page_size());
   printf("megablock size:   %zu bytes (2^%u)\n", (size_t)OSMEM_MBLOCK_SIZE,
          osmem_mblock_shift());
-  printf("physical memory:  %" PRIu64 " bytes (%.1f MiB)\n",
-         osmem_physical_memory(), (double)osmem_physical_memory() / MIB);
+  print_memory();
   printf("NUMA nodes:       %u (mask 0x%" PRIx64 ")\n", osmem_numa_nodes(),
          osmem_numa_mask());
 }

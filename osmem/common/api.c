@@ -142,9 +142,60 @@ size_t osmem_page_size(void) {
   return osmem__g.caps.page_size;
 }
 
-uint64_t osmem_physical_memory(void) {
+/* ------------------------------------------------------- physical memory */
+
+/* The pieces behind osmem_physical_memory(), read on first use and on
+ * refresh; guarded by the pool lock. */
+static struct osmem_memory_info mem_info;
+static bool mem_info_valid;
+
+/* A limit counts when it is known: not 0, not OSMEM_UNLIMITED. */
+static void take_lower(struct osmem_memory_info *m, uint64_t x,
+                       enum osmem_memory_source source) {
+  if (x == 0 || x == OSMEM_UNLIMITED) return;
+  if (m->source == OSMEM_MEMORY_UNKNOWN || x < m->physical) {
+    m->physical = x;
+    m->source = source;
+  }
+}
+
+/* Reads the pieces and takes the lowest; on a tie the first of RAM, cgroup,
+ * rlimit names the source. Lock held. */
+static void mem_info_read_locked(void) {
+  struct osmem_memory_info m = {
+      .ram = 0,
+      .cgroup_max = OSMEM_UNLIMITED,
+      .cgroup_high = OSMEM_UNLIMITED,
+      .rlimit_as = OSMEM_UNLIMITED,
+  };
+  osmem__os_memory_info(&m);
+  m.physical = 0;
+  m.source = OSMEM_MEMORY_UNKNOWN;
+  take_lower(&m, m.ram, OSMEM_MEMORY_RAM);
+  take_lower(&m, m.cgroup_max, OSMEM_MEMORY_CGROUP);
+  take_lower(&m, m.rlimit_as, OSMEM_MEMORY_RLIMIT);
+  mem_info = m;
+  mem_info_valid = true;
+}
+
+static struct osmem_memory_info mem_info_get(bool refresh) {
   osmem__ensure_init();
-  return osmem__os_physical_memory();
+  osmem__os_lock();
+  if (refresh || !mem_info_valid) mem_info_read_locked();
+  struct osmem_memory_info m = mem_info;
+  osmem__os_unlock();
+  return m;
+}
+
+uint64_t osmem_physical_memory(void) { return mem_info_get(false).physical; }
+
+uint64_t osmem_refresh_physical_memory(void) {
+  return mem_info_get(true).physical;
+}
+
+void osmem_memory_info(struct osmem_memory_info *out) {
+  if (!out) return;
+  *out = mem_info_get(false);
 }
 
 /* ------------------------------------------------------------ statistics */

@@ -1,6 +1,6 @@
 /*
  * The POSIX backend's init, lock, and plain memory calls: unmap, decommit,
- * bookkeeping memory, page size and physical memory.
+ * bookkeeping memory and page size (physical memory: meminfo.c).
  */
 #include <config.h>
 
@@ -77,13 +77,5 @@ int osmem__os_meta_alloc(size_t size, void **out) {
   void *p = osmem__posix_mmap(NULL, size, 0);
   if (p == MAP_FAILED) return ENOMEM;
   *out = p;
-  return 0;
-}
-
-uint64_t osmem__os_physical_memory(void) {
-#ifdef _SC_PHYS_PAGES
-  long pages = sysconf(_SC_PHYS_PAGES);
-  if (pages > 0) return (uint64_t)pages * osmem__posix_page_size;
-#endif
   return 0;
 }

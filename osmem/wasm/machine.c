@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdatomic.h>
 
+#include "osmem.h"
 #include "sys.h"
 
 static atomic_flag pool_lock = ATOMIC_FLAG_INIT;
@@ -31,8 +32,15 @@ void osmem__os_init(struct osmem__os_caps *caps) {
   };
 }
 
-/* All of a wasm32 address space; the host may allow less. */
-uint64_t osmem__os_physical_memory(void) { return OSMEM__WASM_MAX_BYTES; }
+/* RAM is all of a wasm32 address space (the host may allow less); there are
+ * no cgroups and no rlimits. */
+void osmem__os_memory_info(struct osmem_memory_info *out) {
+  out->ram = OSMEM__WASM_MAX_BYTES;
+  out->cgroup_max = OSMEM_UNLIMITED;
+  out->cgroup_high = OSMEM_UNLIMITED;
+  out->rlimit_as = OSMEM_UNLIMITED;
+  out->cgroup_version = 0;
+}
 
 unsigned osmem__os_numa_nodes(void) { return 1; }
 size_t osmem__os_numa_limit(void) { return 1; }
