@@ -4,12 +4,12 @@
 # Criterion: a [PASS]/[FAIL]/[SKIP] line per test and a Synthesis line.
 #   suite.sh ENGINE TESTFILE
 # ENGINE is wasmtime or node; its command comes from $WASMTIME_RUNNER or
-# $NODE_RUNNER (set by configure). TESTFILE is tests/NAME.ENGINE; the module
-# is tests/NAME. Exit: 0 all passed, 1 any failed or crashed, 77 engine
-# missing (the automake harness reports SKIP).
+# $NODE_RUNNER (set by configure). TESTFILE (tests/NAME-ENGINE.ENGINE) holds
+# the path of the module. Exit: 0 all passed, 1 any failed or crashed, 77
+# engine missing (the automake harness reports SKIP).
 set -u
 engine=$1
-module=${2%.*}
+module=$(cat "$2") || { echo "FAIL: cannot read $2"; exit 1; }
 case $engine in
   wasmtime) runner=${WASMTIME_RUNNER:-} ;;
   node) runner=${NODE_RUNNER:-} ;;
