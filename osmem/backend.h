@@ -54,6 +54,11 @@ OSMEM_HIDDEN void osmem__os_init(struct osmem__os_caps *caps);
 OSMEM_HIDDEN int osmem__os_reserve(size_t size, size_t align, void *hint,
                                    void **out);
 
+/* false when a reservation of size bytes aligned to align can certainly not
+ * be made (it would pass the end of the address space); true otherwise,
+ * which promises nothing. Changes nothing. */
+OSMEM_HIDDEN bool osmem__os_may_reserve(size_t size, size_t align);
+
 /* Gives [p, p + size) back to the OS. ENOSYS where caps.can_unmap is false. */
 OSMEM_HIDDEN int osmem__os_unmap(void *p, size_t size);
 

@@ -79,22 +79,39 @@ static int reserve_nodes(struct osmem__pool *owner, size_t nodes) {
   return osmem__pool_reserve_nodes(owner, nodes);
 }
 
+/* Where memory cannot be given back, everything a reservation needs besides
+ * itself is had before it is made: the heap map for the whole (32-bit)
+ * address space, one leaf, and the pool nodes; and the request must still
+ * fit after that bookkeeping has grown memory. */
+static int set_aside_first(size_t need, struct osmem__pool *owner,
+                           size_t nodes) {
+  if (!osmem__os_may_reserve(need, OSMEM_MBLOCK_SIZE) ||
+      osmem__heapmap_prepare(0, OSMEM__MBLOCK_LIMIT, osmem__g.classes) != 0 ||
+      reserve_nodes(owner, nodes) != 0 ||
+      !osmem__os_may_reserve(need, OSMEM_MBLOCK_SIZE))
+    return ENOMEM;
+  return 0;
+}
+
 /* Maps a new reservation for `need` bytes and makes it current. The pool
  * nodes the get needs are set aside once the OS has said yes, so a refused
  * get maps no bookkeeping; if they cannot be had, the reservation is given
- * back and nothing has changed. Where memory cannot be given back (wasm),
- * the nodes are set aside first instead. */
+ * back and nothing has changed. Where memory cannot be given back (wasm), the
+ * nodes are set aside first instead, once the request is known to fit, so
+ * that a request past the end of the address space grows nothing. */
 static int new_reservation(size_t need, struct osmem__pool *owner,
                            size_t nodes) {
   struct osmem__state *g = &osmem__g;
-  if (!g->caps.can_unmap && reserve_nodes(owner, nodes) != 0) return ENOMEM;
+  if (!g->caps.can_unmap && set_aside_first(need, owner, nodes) != 0)
+    return ENOMEM;
   uintptr_t base;
   size_t size;
   if (map_reservation(need, &base, &size) != 0) return ENOMEM;
   if (osmem__heapmap_prepare(base >> OSMEM_MBLOCK_SHIFT,
                              size >> OSMEM_MBLOCK_SHIFT, g->classes) != 0 ||
       reserve_nodes(owner, nodes) != 0) {
-    /* Memory we cannot track must not be handed out. */
+    /* Memory we cannot track must not be handed out. Where it cannot be
+     * given back either, it is lost address space, but state stays sound. */
     osmem__os_unmap((void *)base, size);
     return ENOMEM;
   }

@@ -81,6 +81,12 @@ static int reserve_and_trim(size_t size, size_t align, void **out) {
   return 0;
 }
 
+/* Only mmap knows; asking costs as much as trying. */
+bool osmem__os_may_reserve(size_t size, size_t align) {
+  (void)size, (void)align;
+  return true;
+}
+
 int osmem__os_reserve(size_t size, size_t align, void *hint, void **out) {
   if (align < osmem__posix_page_size) align = osmem__posix_page_size;
   if (hint && aligned(hint, align) && reserve_at_hint(size, align, hint, out) == 0)

@@ -23,6 +23,10 @@ static uint64_t align_up(uint64_t x, uint64_t to) {
   return (x + to - 1) & ~(to - 1);
 }
 
+bool osmem__os_may_reserve(size_t size, size_t align) {
+  return align_up(osmem__wasm_memory_end(), align) + size <= OSMEM__WASM_MAX_BYTES;
+}
+
 int osmem__os_reserve(size_t size, size_t align, void *hint, void **out) {
   (void)hint; /* memory only grows at its end */
   uint64_t end = osmem__wasm_memory_end();
