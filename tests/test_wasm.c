@@ -819,12 +819,9 @@ Test(wasm, request_past_4gib) {
  * 1 MiB megablocks exactly all (the bookkeeping fits in the gap below the
  * first boundary), with 64 KiB megablocks all but 64 (the bookkeeping for
  * 65,000 megablocks, about 30 pages, comes first). Then nothing more fits,
- * and the pool still serves.
- * KNOWN LIBRARY BUG, left failing on purpose (1 MiB megablocks): fresh.c's
- * map_reservation refuses any need above SIZE_MAX - OSMEM__RESERVE_GRAIN
- * (an overflow guard for rounding up to 2 MiB, which wasm never does), so
- * get(4095) from a fresh instance fails with ENOMEM although it fits, and
- * only after set_aside_first has grown memory by 4 pages for bookkeeping. */
+ * and the pool still serves. (This once failed: an overflow guard for
+ * rounding reservations up to 2 MiB, which wasm never does, refused any
+ * request within 2 MiB of 4 GiB.) */
 Test(wasm, request_up_to_4gib) {
 #ifdef TEST_MAX_MEMORY
   cr_skip_test("needs the 4 GiB module (test_wasm)");

@@ -29,9 +29,9 @@ static size_t reserve_size(size_t need, size_t smallest) {
 /* Maps a reservation of at least `need` bytes, halving the size down to the
  * smallest that fits when the OS says no (strict overcommit, RLIMIT_AS). */
 static int map_reservation(size_t need, uintptr_t *base, size_t *size_out) {
-  if (need > SIZE_MAX - OSMEM__RESERVE_GRAIN) return ENOMEM;
-  size_t smallest = osmem__g.caps.cheap_reserve
-                        ? round_up(need, OSMEM__RESERVE_GRAIN) : need;
+  bool grain = osmem__g.caps.cheap_reserve; /* else exactly what is needed */
+  if (grain && need > SIZE_MAX - OSMEM__RESERVE_GRAIN) return ENOMEM;
+  size_t smallest = grain ? round_up(need, OSMEM__RESERVE_GRAIN) : need;
   size_t size = reserve_size(need, smallest);
   uintptr_t low = osmem__g.carve;
   for (;;) {
