@@ -68,20 +68,7 @@ Test(nodes, interleave_with_one_node_makes_no_call) {
 #ifdef HAVE_LIBNUMA
 #include <numaif.h>
 
-static long fake_mems_allowed(int *mode, unsigned long *nodemask,
-                              unsigned long maxnode, void *addr,
-                              unsigned long flags) {
-  (void)mode, (void)addr;
-  if (!(flags & MPOL_F_MEMS_ALLOWED) || !nodemask || maxnode < 72) {
-    errno = EINVAL;
-    return -1;
-  }
-  const size_t bits = sizeof(unsigned long) * CHAR_BIT;
-  memset(nodemask, 0, (maxnode + bits - 1) / bits * sizeof(unsigned long));
-  nodemask[0] |= 3; /* nodes 0 and 1 */
-  nodemask[70 / bits] |= 1UL << (70 % bits);
-  return 0;
-}
+#include "fake-topology.h"
 
 static struct {
   int calls, mode;

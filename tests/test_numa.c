@@ -220,22 +220,7 @@ Test(numa, mbind_failure_returns_run_to_pool) {
   assert_bind_failure_returns_to_pool(NULL);
 }
 
-/* A made-up topology read at init: nodes 0, 1 and 70 (70 is not in the
- * 64-bit mask). Lets the mbind paths run on any machine. */
-static long fake_mems_allowed(int *mode, unsigned long *nodemask,
-                              unsigned long maxnode, void *addr,
-                              unsigned long flags) {
-  (void)mode, (void)addr;
-  if (!(flags & MPOL_F_MEMS_ALLOWED) || !nodemask || maxnode < 72) {
-    errno = EINVAL;
-    return -1;
-  }
-  const size_t bits = sizeof(unsigned long) * CHAR_BIT;
-  memset(nodemask, 0, (maxnode + bits - 1) / bits * sizeof(unsigned long));
-  nodemask[0] |= 3; /* nodes 0 and 1 */
-  nodemask[70 / bits] |= 1UL << (70 % bits);
-  return 0;
-}
+#include "fake-topology.h"
 
 static struct {
   int calls, mode;
