@@ -39,8 +39,10 @@ static void print_memory(void) {
     char label[32];
     snprintf(label, sizeof label, "cgroup v%u max:", m.cgroup_version);
     print_limit(label, m.cgroup_max);
-    snprintf(label, sizeof label, "cgroup v%u high:", m.cgroup_version);
-    print_limit(label, m.cgroup_high);
+    /* memory.high exists in cgroup v2 only (a hybrid system may have it
+     * beside a v1 limit). */
+    if (m.cgroup_version == 2 || m.cgroup_high != OSMEM_UNLIMITED)
+      print_limit("memory.high:", m.cgroup_high);
   }
   print_limit("RLIMIT_AS:", m.rlimit_as);
 }
