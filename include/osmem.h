@@ -166,13 +166,19 @@ OSMEM_EXTERN size_t osmem_set_decommit_threshold(size_t bytes);
 OSMEM_EXTERN int osmem_bind_to_node(void *p, size_t size, unsigned node);
 
 /*
- * osmem_get_mblocks_on_node: like osmem_get_mblocks, with the range bound to
- * `node` (as osmem_bind_to_node) before it is returned. Fresh megablocks are
- * untouched, so their pages are placed on that node when first touched;
- * pages of megablocks reused from the pool are migrated there.
+ * osmem_get_mblocks_on_node: like osmem_get_mblocks, for `node`. Pooled
+ * megablocks remember their node: where the process may use more than one
+ * node, this get is served only from `node`'s pool (megablocks got for that
+ * node and freed), else from fresh memory; a plain osmem_get_mblocks may use
+ * any pool, and a free returns every megablock to the pool it came from. The
+ * range is bound to `node` (as osmem_bind_to_node, with the current policy)
+ * before it is returned: fresh megablocks are untouched, so their pages are
+ * placed on that node when first touched.
  * Returns NULL with errno EINVAL for n == 0 or a node as in
- * osmem_bind_to_node, ENOMEM as for osmem_get_mblocks, or the error of the
- * failed bind (the megablocks are then returned to the pool).
+ * osmem_bind_to_node (nothing is allocated then), ENOMEM as for
+ * osmem_get_mblocks, or the error of a failed bind (the megablocks are then
+ * back in their pool).
+ * Complexity: as osmem_get_mblocks, plus one mbind system call.
  */
 OSMEM_EXTERN void *osmem_get_mblocks_on_node(size_t n, unsigned node);
 
