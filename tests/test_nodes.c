@@ -63,6 +63,8 @@ Test(nodes, interleave_with_one_node_makes_no_call) {
 }
 
 #ifndef __wasi__ /* the fake topology goes through the POSIX syscall table */
+#include <sys/mman.h>
+
 #include "../osmem/posix/sys.h"
 
 #ifdef HAVE_LIBNUMA
@@ -222,5 +224,72 @@ Test(nodes, failed_bind_gives_the_megablocks_back_to_their_pool) {
   osmem__posix_sys.mbind = record_mbind;
   cr_assert_eq(osmem_get_mblocks_on_node(1, 1), p, "still in node 1's pool");
 }
+/* Reservations placed by the test: the first at X + 64 MiB, the second over
+ * the first's old addresses (X + 48 MiB, 32 MiB), the rest far away. */
+static char *arena;
+static int reserve_calls;
+static void *placing_mmap(void *addr, size_t len, int prot, int flags, int fd,
+                          off_t off) {
+  if (!(flags & MAP_NORESERVE)) return mmap(addr, len, prot, flags, fd, off);
+  reserve_calls++;
+  char *at = arena + (reserve_calls == 1   ? (64 << 20)
+                      : reserve_calls == 2 ? (48 << 20)
+                                           : (128 << 20));
+  return mmap(at, len, prot, (flags & ~MAP_FIXED_NOREPLACE) | MAP_FIXED, fd,
+              off);
+}
+
+/* Addresses that held node 1's megablocks, released and then mapped again,
+ * are fresh memory bound to no node: a plain get of them and its free must
+ * keep every pool's count right (a stale node tag once sent such a free to
+ * node 1's pool and wrapped its count). */
+Test(nodes, released_addresses_reused_lose_their_node) {
+  char *r = mmap(NULL, (size_t)512 << 20, PROT_NONE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  cr_assert_neq(r, MAP_FAILED);
+  arena = (char *)(((uintptr_t)r + MB - 1) & ~(uintptr_t)(MB - 1));
+  osmem__posix_sys.mmap = placing_mmap;
+  fake_topology();
+  osmem__posix_sys.mmap = placing_mmap;
+  char *a = osmem_get_mblocks_on_node(16, 1); /* all of reservation 1 */
+  cr_assert_eq(a, arena + (64 << 20));
+  cr_assert_eq(osmem_free_mblocks(a, 16), 0);
+  cr_assert_eq(osmem_release_free_memory(), (size_t)16 * MB);
+  cr_assert_not_null(osmem_get_mblocks(1)); /* reservation 2 covers it */
+  cr_assert_not_null(osmem_get_mblocks(32)); /* 3: 2's tail to the pool */
+  assert_invariants();
+  char *d = osmem_get_mblocks(31);
+  cr_assert_not_null(d);
+  cr_assert_eq(osmem_free_mblocks(d, 31), 0);
+  assert_invariants();
+  cr_assert_not_null(osmem_get_mblocks_on_node(1, 1));
+  assert_invariants();
+  cr_assert_eq(reserve_calls, 3);
+}
+/* A task bound to node 1 with MPOL_BIND | MPOL_F_STATIC_NODES (numactl
+ * --membind with static nodes): the mode carries a flag, and the binding
+ * must still narrow the allowed set. */
+static long bound_to_node1(int *mode, unsigned long *nodemask,
+                           unsigned long maxnode, void *addr,
+                           unsigned long flags) {
+  if (flags & MPOL_F_MEMS_ALLOWED)
+    return fake_mems_allowed(mode, nodemask, maxnode, addr, flags);
+  const size_t bits = sizeof(unsigned long) * CHAR_BIT;
+  memset(nodemask, 0, (maxnode + bits - 1) / bits * sizeof(unsigned long));
+  nodemask[0] = 2;
+  *mode = MPOL_BIND | (1 << 15); /* MPOL_F_STATIC_NODES */
+  return 0;
+}
+
+Test(nodes, task_binding_with_mode_flags_narrows_the_nodes) {
+  osmem__posix_sys.get_mempolicy = bound_to_node1;
+  cr_assert_eq(osmem_init(), 0);
+  osmem__posix_sys_reset();
+  cr_assert_eq(osmem_numa_nodes(), 1);
+  cr_assert_eq(osmem_numa_mask(), 2);
+  cr_assert_null(osmem_get_mblocks_on_node(1, 0));
+  cr_assert_eq(errno, EINVAL);
+}
+
 #endif /* HAVE_LIBNUMA */
 #endif /* !__wasi__ */

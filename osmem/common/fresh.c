@@ -53,6 +53,11 @@ static int map_reservation(size_t need, uintptr_t *base, size_t *size_out) {
 /* Makes [base, base + size) the current reservation. */
 static void adopt_reservation(uintptr_t base, size_t size) {
   struct osmem__state *g = &osmem__g;
+  /* The addresses may have held another node's megablocks before a release
+   * unmapped them: fresh memory is bound to no node until carved. */
+  if (g->classes)
+    osmem__heapmap_set_class(base >> OSMEM_MBLOCK_SHIFT,
+                             size >> OSMEM_MBLOCK_SHIFT, 0);
   g->bytes_mapped += size;
   g->reservations++;
   if (g->caps.cheap_reserve && size >= g->next_reserve)

@@ -18,13 +18,26 @@ size_t osmem__posix_page_size = 4096;
 
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 
-void osmem__os_lock(void) { pthread_mutex_lock(&pool_lock); }
-void osmem__os_unlock(void) { pthread_mutex_unlock(&pool_lock); }
-
 /* Held across fork() so that the child gets the pool in a consistent state
  * and the lock free (the forking thread is the one that unlocks it). */
-static void before_fork(void) { osmem__os_lock(); }
-static void after_fork(void) { osmem__os_unlock(); }
+static void before_fork(void) { pthread_mutex_lock(&pool_lock); }
+static void after_fork(void) { pthread_mutex_unlock(&pool_lock); }
+
+/* Registered before the lock is first taken, so that no fork can ever find
+ * it held without the handlers in place. pthread_atfork can only fail with
+ * ENOMEM; the library then still works, but a child forked while another
+ * thread holds the lock could find it held. */
+static pthread_once_t fork_handlers_once = PTHREAD_ONCE_INIT;
+static void register_fork_handlers(void) {
+  (void)pthread_atfork(before_fork, after_fork, after_fork);
+}
+
+void osmem__os_lock(void) {
+  pthread_once(&fork_handlers_once, register_fork_handlers);
+  pthread_mutex_lock(&pool_lock);
+}
+
+void osmem__os_unlock(void) { pthread_mutex_unlock(&pool_lock); }
 
 /* ------------------------------------------------------------------- init */
 
@@ -36,9 +49,6 @@ static size_t query_page_size(void) {
 void osmem__os_init(struct osmem__os_caps *caps) {
   osmem__posix_page_size = query_page_size();
   osmem__posix_numa_init();
-  /* Can only fail with ENOMEM; the library then still works, only a child
-   * forked while another thread holds the lock could find it held. */
-  (void)pthread_atfork(before_fork, after_fork, after_fork);
   *caps = (struct osmem__os_caps){
       .name = "posix",
       .page_size = osmem__posix_page_size,

@@ -83,6 +83,10 @@ static void set_single_node(void) {
 }
 
 #ifdef HAVE_LIBNUMA
+/* Flags the kernel ORs into a policy's mode (<linux/mempolicy.h>:
+ * MPOL_F_STATIC_NODES, MPOL_F_RELATIVE_NODES, MPOL_F_NUMA_BALANCING). */
+#define MODE_FLAGS ((1 << 15) | (1 << 14) | (1 << 13))
+
 /* The cpuset's nodes, narrowed by a task-wide MPOL_BIND. false when the
  * kernel has no NUMA. */
 static bool read_allowed(unsigned long *mask) {
@@ -92,7 +96,7 @@ static bool read_allowed(unsigned long *mask) {
   unsigned long bound[MASK_LONGS] = {0};
   int mode = -1;
   if (osmem__posix_sys.get_mempolicy(&mode, bound, MAX_NODES, NULL, 0) == 0 &&
-      mode == MPOL_BIND)
+      (mode & ~MODE_FLAGS) == MPOL_BIND)
     for (size_t i = 0; i < MASK_LONGS; i++) mask[i] &= bound[i];
   return true;
 }

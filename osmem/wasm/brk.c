@@ -76,8 +76,7 @@ static bool break_grow(size_t bytes) {
   if (old == UINT64_MAX) return false;
   if (old == brk_end) {
     brk_end += want;
-  } else {
-    meta_offer(brk_cur, brk_end); /* what was left is not lost */
+  } else { /* the caller settles what was left of the old room */
     brk_base = brk_cur = old;
     brk_end = old + want;
   }
@@ -86,8 +85,18 @@ static bool break_grow(size_t bytes) {
 
 uintptr_t osmem__wasm_break_take(size_t bytes) {
   break_init();
-  if (bytes > brk_end - brk_cur && !break_grow(bytes) && !break_grow(bytes))
-    return 0;
+  if (bytes > brk_end - brk_cur) {
+    uint64_t base = brk_base, cur = brk_cur, end = brk_end;
+    bool grown = break_grow(bytes) || break_grow(bytes);
+    if (!grown) {
+      /* A failure changes nothing the caller can see: the break stays
+       * where it was; memory grown on the way becomes bookkeeping room. */
+      if (brk_base != base) meta_offer(brk_cur, brk_end);
+      brk_base = base, brk_cur = cur, brk_end = end;
+      return 0;
+    }
+    if (brk_base != base) meta_offer(cur, end); /* the old room's rest */
+  }
   uintptr_t p = (uintptr_t)brk_cur;
   brk_cur += bytes;
   return p;
