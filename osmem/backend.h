@@ -25,6 +25,10 @@
 #define OSMEM_HIDDEN
 #endif
 
+/* Node ids below this are supported (Linux allows at most 1024); both the
+ * backend's node masks and the common code's pools by node are sized by it. */
+#define OSMEM__MAX_NODES 1024
+
 /* What the backend can do; the common code branches on these, never on the
  * name of the OS. */
 struct osmem__os_caps {

@@ -28,9 +28,6 @@
 
 #define OSMEM__DEFAULT_DECOMMIT_THRESHOLD ((size_t)64 << 20)
 
-/* Node ids below this are supported (Linux allows at most 1024). */
-#define OSMEM__MAX_NODES 1024
-
 struct osmem__state {
   atomic_bool ready;              /* set once init is done; read lock-free */
   struct osmem__os_caps caps;

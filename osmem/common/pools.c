@@ -29,6 +29,11 @@ struct osmem__pool *osmem__class_pool(unsigned cls, bool create) {
   return *slot;
 }
 
+/* The i-th node pool made (i < pool_class_count). */
+static struct osmem__pool *made_pool(unsigned i) {
+  return osmem__g.node_pools[osmem__g.pool_classes[i] - 1];
+}
+
 /* Takes n megablocks from one pool, with the nodes their frees will need;
  * false (nothing changed) when the pool has no fit or no nodes can be had. */
 static bool take_pooled(struct osmem__pool *pool, size_t n, uintptr_t *mblock,
@@ -49,7 +54,7 @@ static struct osmem__pool *take_any(size_t n, uintptr_t *mblock, int *err) {
   struct osmem__state *g = &osmem__g;
   if (take_pooled(&g->pool, n, mblock, err)) return &g->pool;
   for (unsigned i = 0; i < g->pool_class_count && !*err; i++) {
-    struct osmem__pool *pool = g->node_pools[g->pool_classes[i] - 1];
+    struct osmem__pool *pool = made_pool(i);
     if (take_pooled(pool, n, mblock, err)) return pool;
   }
   return NULL;
@@ -96,7 +101,7 @@ static size_t resident_total(void) {
   struct osmem__state *g = &osmem__g;
   size_t total = g->pool.resident_mblocks;
   for (unsigned i = 0; i < g->pool_class_count; i++)
-    total += g->node_pools[g->pool_classes[i] - 1]->resident_mblocks;
+    total += made_pool(i)->resident_mblocks;
   return total;
 }
 
@@ -121,7 +126,7 @@ void osmem__decommit_over_threshold(void) {
   if (!g->caps.can_decommit) return;
   osmem__pool_each_resident(&g->pool, decommit_while_over, &g->pool);
   for (unsigned i = 0; i < g->pool_class_count; i++) {
-    struct osmem__pool *pool = g->node_pools[g->pool_classes[i] - 1];
+    struct osmem__pool *pool = made_pool(i);
     osmem__pool_each_resident(pool, decommit_while_over, pool);
   }
 }
@@ -169,7 +174,7 @@ size_t osmem__release_locked(void) {
   if (!g->caps.can_unmap) return 0;
   size_t released = release_pool(&g->pool);
   for (unsigned i = 0; i < g->pool_class_count; i++)
-    released += release_pool(g->node_pools[g->pool_classes[i] - 1]);
+    released += release_pool(made_pool(i));
   return released;
 }
 
@@ -181,7 +186,7 @@ void osmem__pools_sum(size_t *mblocks, size_t *resident, size_t *ranges) {
   *resident = g->pool.resident_mblocks;
   *ranges = g->pool.ranges;
   for (unsigned i = 0; i < g->pool_class_count; i++) {
-    const struct osmem__pool *pool = g->node_pools[g->pool_classes[i] - 1];
+    const struct osmem__pool *pool = made_pool(i);
     *mblocks += pool->mblocks;
     *resident += pool->resident_mblocks;
     *ranges += pool->ranges;
@@ -200,7 +205,7 @@ int osmem__pools_check(void) {
   int err = check_pool(&g->pool);
   size_t handed_out = g->pool.handed_out;
   for (unsigned i = 0; i < g->pool_class_count && !err; i++) {
-    const struct osmem__pool *pool = g->node_pools[g->pool_classes[i] - 1];
+    const struct osmem__pool *pool = made_pool(i);
     err = check_pool(pool);
     handed_out += pool->handed_out;
   }

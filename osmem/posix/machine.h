@@ -13,6 +13,9 @@ OSMEM_HIDDEN extern size_t osmem__posix_page_size;
 OSMEM_HIDDEN long osmem__posix_read_file(const char *path, char *buf,
                                          size_t size);
 
+/* Installed RAM in bytes, 0 if unknown (meminfo.c). */
+OSMEM_HIDDEN uint64_t osmem__posix_ram(void);
+
 /* Reads the NUMA topology the process may use (numa.c). */
 OSMEM_HIDDEN void osmem__posix_numa_init(void);
 

@@ -25,7 +25,7 @@
 #include "cgroup.h"
 #include "machine.h"
 
-static uint64_t ram_bytes(void) {
+uint64_t osmem__posix_ram(void) {
 #ifdef OSMEM_RAM_BY_SYSCTL
   static const char *const names[] = {"hw.memsize", "hw.physmem"};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
@@ -60,7 +60,7 @@ void osmem__os_memory_info(struct osmem_memory_info *out) {
   int saved_errno = errno;
   struct osmem__cgroup_limits cg;
   osmem__cgroup_read("", &cg);
-  out->ram = ram_bytes();
+  out->ram = osmem__posix_ram();
   out->cgroup_max = cg.max;
   out->cgroup_high = cg.high;
   out->cgroup_version = cg.version;

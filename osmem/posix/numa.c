@@ -19,7 +19,6 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "machine.h"
 #include "sys.h"
@@ -28,8 +27,7 @@
 #include <numaif.h>
 #endif
 
-/* Node ids below this are supported: Linux allows at most 1024. */
-#define MAX_NODES 1024
+#define MAX_NODES OSMEM__MAX_NODES
 #define LONG_BITS (sizeof(unsigned long) * CHAR_BIT)
 #define MASK_LONGS (MAX_NODES / LONG_BITS)
 
@@ -138,16 +136,8 @@ static void node_path(char *buf, size_t size, unsigned node, const char *file) {
   buf[n] = '\0';
 }
 
-static uint64_t ram(void) {
-#ifdef _SC_PHYS_PAGES
-  long pages = sysconf(_SC_PHYS_PAGES);
-  if (pages > 0) return (uint64_t)pages * osmem__posix_page_size;
-#endif
-  return 0;
-}
-
 uint64_t osmem__os_node_memory(unsigned node) {
-  if (!have_numa) return node == 0 ? ram() : 0;
+  if (!have_numa) return node == 0 ? osmem__posix_ram() : 0;
   char path[96], buf[4096];
   node_path(path, sizeof path, node, "meminfo");
   if (osmem__posix_read_file(path, buf, sizeof buf) <= 0) return 0;
