@@ -122,7 +122,9 @@ OSMEM_EXTERN int osmem_free_mblocks(void *p, size_t n);
  * osmem_release_free_memory: unmap every free range in the pool, returning
  * its memory and address space to the OS.
  * Returns the number of bytes unmapped (0 if the pool was empty). A range the
- * OS refuses to unmap stays in the pool and is not counted.
+ * OS refuses to unmap stays in the pool and is not counted. On wasm, where
+ * linear memory never shrinks, it returns 0 and the pool keeps its memory
+ * for later gets.
  * Complexity: O(F) system calls.
  */
 OSMEM_EXTERN size_t osmem_release_free_memory(void);
@@ -236,7 +238,7 @@ OSMEM_EXTERN int osmem_set_numa_interleave(bool on);
  * the machine's RAM, the memory limit of the process's cgroup (the lowest on
  * the path from its cgroup up to the root of the mounted hierarchy: cgroup v2
  * memory.max or v1 memory.limit_in_bytes; on a hybrid system, the lowest of
- * both) and the RLIMIT_AS soft limit. 0 if none is known. Limit files that
+ * both) and the RLIMIT_AS soft limit; on wasm, 4 GiB. 0 if none is known. Limit files that
  * are missing, unreadable or unparsable count as no limit. Read on first use
  * and cached (a child inherits the cached value across fork); see
  * osmem_refresh_physical_memory. The pieces: osmem_memory_info. */

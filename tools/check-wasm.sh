@@ -20,6 +20,10 @@ if command -v apt-get >/dev/null 2>&1; then
       $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
         --no-install-recommends $pkgs; }
 fi
+if ! python3 -m pip --version >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+    --no-install-recommends python3-pip
+fi
 if ! command -v wasmtime >/dev/null 2>&1 && ! python3 -c 'import wasmtime' 2>/dev/null; then
   python3 -m pip install -q wasmtime ||
     python3 -m pip install -q --break-system-packages wasmtime
