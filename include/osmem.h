@@ -238,8 +238,9 @@ OSMEM_EXTERN int osmem_set_numa_interleave(bool on);
  * the machine's RAM, the memory limit of the process's cgroup (the lowest on
  * the path from its cgroup up to the root of the mounted hierarchy: cgroup v2
  * memory.max or v1 memory.limit_in_bytes; on a hybrid system, the lowest of
- * both) and the RLIMIT_AS soft limit; on wasm, 4 GiB. 0 if none is known. Limit files that
- * are missing, unreadable or unparsable count as no limit. Read on first use
+ * both) and the RLIMIT_AS soft limit; on wasm, 4 GiB. 0 if none is known.
+ * Limit files that are missing, unreadable or unparsable count as no limit.
+ * Read on first use
  * and cached (a child inherits the cached value across fork); see
  * osmem_refresh_physical_memory. The pieces: osmem_memory_info. */
 OSMEM_EXTERN uint64_t osmem_physical_memory(void);
