@@ -114,18 +114,20 @@ OSMEM_EXTERN void *osmem_get_mblocks(size_t n);
  *           range only partly handed out, or a double free).
  * Never fails otherwise: the bookkeeping a free needs is set aside when the
  * megablocks are handed out.
- * Complexity: O(n / 64 + log F).
+ * Complexity: O(n / 64 + log F); a free the thread cache takes is O(1) and
+ * takes no lock.
  */
 OSMEM_EXTERN int osmem_free_mblocks(void *p, size_t n);
 
 /*
- * osmem_release_free_memory: unmap every free range in the pool, returning
- * its memory and address space to the OS.
+ * osmem_release_free_memory: return every thread cache's megablocks to the
+ * pool, then unmap every free range in the pool, returning its memory and
+ * address space to the OS.
  * Returns the number of bytes unmapped (0 if the pool was empty). A range the
  * OS refuses to unmap stays in the pool and is not counted. On wasm, where
  * linear memory never shrinks, it returns 0 and the pool keeps its memory
  * for later gets.
- * Complexity: O(F) system calls.
+ * Complexity: O(F) system calls, plus O(T) for T thread caches.
  */
 OSMEM_EXTERN size_t osmem_release_free_memory(void);
 
@@ -141,11 +143,75 @@ OSMEM_EXTERN bool osmem_is_heap(const void *p);
 /*
  * osmem_set_decommit_threshold: pooled memory that may still be resident is
  * decommitted once it exceeds this many bytes. Default 64 MiB. 0 decommits
- * every free at once; SIZE_MAX never decommits. Lowering it decommits at
- * once what now exceeds it.
- * Returns the previous threshold. Complexity: O(F) when lowered, else O(1).
+ * every free at once (and turns thread caches off); SIZE_MAX never
+ * decommits. Lowering it decommits at once what now exceeds it.
+ *
+ * What is decommitted is always memory the free just returned: a free
+ * decommits at most the megablocks it frees, and each byte is decommitted at
+ * most once between being freed and being handed out again. Getting
+ * decommitted megablocks back makes no system call.
+ * Returns the previous threshold. Complexity: O(F + pooled / 64) when
+ * lowered, else O(1).
  */
 OSMEM_EXTERN size_t osmem_set_decommit_threshold(size_t bytes);
+
+/* How pooled memory over the threshold is given back to the OS. */
+enum osmem_decommit_mode {
+  /* MADV_FREE (MADV_DONTNEED where the kernel lacks it): the kernel takes
+   * the pages when it needs memory. Cheap to reuse, but the pages count in
+   * the process's RSS (and in /proc's LazyFree) until the kernel takes
+   * them. The default. */
+  OSMEM_DECOMMIT_LAZY = 0,
+  /* MADV_DONTNEED: the pages leave RSS at once; reusing them faults in
+   * zeroed pages. For runtimes whose users read RSS. */
+  OSMEM_DECOMMIT_EAGER = 1,
+  /* Never decommit: pooled memory stays resident until
+   * osmem_release_free_memory(). */
+  OSMEM_DECOMMIT_NEVER = 2
+};
+
+/*
+ * osmem_set_decommit_mode: choose how pooled memory over the threshold is
+ * returned. The environment variable OSMEM_DECOMMIT=lazy|eager|never, read
+ * once at initialisation, sets the initial mode for users who cannot change
+ * the runtime (an unknown value is ignored); this call overrides it.
+ * Memory already decommitted is not touched again. On wasm, where memory
+ * cannot be decommitted, every mode is accepted and does nothing.
+ * Returns 0, or EINVAL for an unknown mode (nothing changed).
+ */
+OSMEM_EXTERN int osmem_set_decommit_mode(enum osmem_decommit_mode mode);
+
+/* The decommit mode in force. */
+OSMEM_EXTERN enum osmem_decommit_mode osmem_decommit_mode(void);
+
+/*
+ * Thread caches. Each thread keeps a small cache of megablocks it freed, in
+ * front of the pool: a get or free of at most OSMEM_THREAD_CACHE_RUN
+ * megablocks that the cache can serve takes no lock and makes no system
+ * call, so threads do not serialise. Cached megablocks are not handed out
+ * (osmem_is_heap is false for them, and freeing one again is EINVAL); they
+ * stay resident, outside the decommit threshold. A cache returns its
+ * megablocks to the pool when it would hold more than its capacity (half of
+ * them at a time), when its thread exits, on osmem_flush_thread_cache(), and
+ * every cache on osmem_release_free_memory(). After fork() the child takes
+ * back into its pool what the parent's other threads had cached (a
+ * megablock another thread was taking out of its cache at the very instant
+ * of the fork may be lost to the child, never handed out twice).
+ */
+#define OSMEM_THREAD_CACHE_RUN 8
+
+/*
+ * osmem_set_thread_cache: the most megablocks each thread's cache may hold,
+ * from now on (caches over it shrink on their next free). Default 16; 0
+ * turns caching off; values above 64 are taken as 64. A decommit threshold
+ * of 0 also turns caching off.
+ * Returns the previous capacity.
+ */
+OSMEM_EXTERN size_t osmem_set_thread_cache(size_t mblocks);
+
+/* Returns the calling thread's cached megablocks to the pool (a runtime
+ * may call it when a worker thread goes idle). Returns how many. */
+OSMEM_EXTERN size_t osmem_flush_thread_cache(void);
 
 /* ------------------------------------------------------------------ NUMA */
 
@@ -293,7 +359,8 @@ OSMEM_EXTERN const char *osmem_backend(void);
 struct osmem_stats {
   /* megablocks */
   uint64_t mblocks_in_use;      /* handed out now */
-  uint64_t mblocks_peak;        /* largest mblocks_in_use ever seen */
+  uint64_t mblocks_peak;        /* most megablocks ever out of the pool at
+                                   once (handed out or in thread caches) */
   uint64_t mblocks_pooled;      /* freed, kept in the pool for reuse */
   uint64_t mblocks_pooled_resident; /* of those, not decommitted since the
                                        last free (an upper bound) */
@@ -312,12 +379,21 @@ struct osmem_stats {
   uint64_t align_exact_hits;    /* an unhinted exact mapping was aligned */
   uint64_t align_trims;         /* over-allocated and trimmed */
   uint64_t reserve_retries;     /* a reservation retried at a smaller size */
-  uint64_t reserved_for_abi[8]; /* zero; room to grow without an ABI break */
+  /* decommit and thread caches */
+  uint64_t bytes_decommitted;   /* total bytes passed to decommit calls */
+  uint64_t mblocks_cached;      /* in thread caches now (not handed out,
+                                   not pooled) */
+  uint64_t cache_gets;          /* gets served by a thread cache */
+  uint64_t cache_frees;         /* frees taken by a thread cache */
+  uint64_t reserved_for_abi[4]; /* zero; room to grow without an ABI break */
 };
 
 /*
  * osmem_stats: a snapshot of the statistics. The fields are read under the
- * pool lock, so the megablock and byte counts are consistent with each other.
+ * pool lock, so the megablock and byte counts are consistent with each other
+ * while no other thread is getting or freeing through its thread cache
+ * (those calls take no lock; the thread-cache counts are then a moment's
+ * reading, and mblocks_in_use + mblocks_cached is exact).
  * Does nothing when out is NULL. Complexity: O(1).
  */
 OSMEM_EXTERN void osmem_stats(struct osmem_stats *out);

@@ -67,8 +67,11 @@ OSMEM_HIDDEN bool osmem__os_may_reserve(size_t size, size_t align);
 OSMEM_HIDDEN int osmem__os_unmap(void *p, size_t size);
 
 /* Tells the OS the contents of [p, p + size) are no longer needed; the range
- * stays mapped and usable. A no-op returning 0 where that cannot be done. */
-OSMEM_HIDDEN int osmem__os_decommit(void *p, size_t size);
+ * stays mapped and usable, and using it again needs no call. eager: the
+ * pages must leave the process's resident set now (MADV_DONTNEED); else the
+ * OS may take them when it likes (MADV_FREE, falling back to eager where
+ * that is missing). A no-op returning 0 where that cannot be done. */
+OSMEM_HIDDEN int osmem__os_decommit(void *p, size_t size, bool eager);
 
 /* Maps size bytes of zero-filled memory for the library's own bookkeeping,
  * never given back. ENOMEM when the OS refuses. */
@@ -112,5 +115,18 @@ OSMEM_HIDDEN unsigned osmem__os_numa_nodes(void);
  * child after fork. */
 OSMEM_HIDDEN void osmem__os_lock(void);
 OSMEM_HIDDEN void osmem__os_unlock(void);
+
+/* Arranges for osmem__thread_exit(arg) to run when the calling thread
+ * exits, where the OS has threads (else 0 and it never runs). 0, or an errno
+ * value when it cannot be arranged. */
+OSMEM_HIDDEN int osmem__os_at_thread_exit(void *arg);
+
+/* Implemented by the common code, called by the backend. */
+/* When a thread that called osmem__os_at_thread_exit exits, without the
+ * pool lock. */
+OSMEM_HIDDEN void osmem__thread_exit(void *arg);
+/* In the child of a fork, once, with the pool lock held, before anything
+ * else runs there. */
+OSMEM_HIDDEN void osmem__fork_child_locked(void);
 
 #endif /* OSMEM_BACKEND_H */

@@ -134,6 +134,7 @@ Test(nodes, pooled_megablocks_keep_their_node) {
 
 Test(nodes, plain_get_may_use_a_node_pool_and_frees_go_back_to_it) {
   fake_topology();
+  pool_direct();
   char *on70 = osmem_get_mblocks_on_node(3, 70);
   cr_assert_not_null(on70);
   cr_assert_eq(seen.first_node, 70);

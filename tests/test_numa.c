@@ -217,6 +217,7 @@ static void assert_bind_failure_returns_to_pool(mbind_fn then) {
 Test(numa, mbind_failure_returns_run_to_pool) {
   if (!mbind_is_live())
     cr_skip_test("the kernel reports no NUMA: osmem never calls mbind");
+  pool_direct();
   assert_bind_failure_returns_to_pool(NULL);
 }
 
@@ -297,6 +298,7 @@ Test(numa, faked_topology_bind_passes_node) {
 
 Test(numa, faked_topology_mbind_failure_returns_run_to_pool) {
   fake_topology();
+  pool_direct();
   assert_bind_failure_returns_to_pool(record_mbind);
 }
 

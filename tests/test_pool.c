@@ -55,7 +55,7 @@ static size_t walk(const struct osmem__pool_node *t, struct osmem__range *out,
   if (!t) return i;
   i = walk(t->left, out, i, max);
   cr_assert_lt(i, max, "more ranges than expected");
-  out[i++] = (struct osmem__range){t->start, t->len, t->resident};
+  out[i++] = (struct osmem__range){t->start, t->len};
   return walk(t->right, out, i, max);
 }
 
@@ -71,23 +71,19 @@ static void assert_ranges(const struct osmem__pool *p,
   size_t count = pool_ranges(p, got, 16);
   cr_assert_eq(count, n, "pool has %zu ranges, expected %zu", count, n);
   cr_assert_eq(p->ranges, n);
-  size_t mblocks = 0, resident = 0;
+  size_t mblocks = 0;
   for (size_t i = 0; i < n; i++) {
     cr_assert_eq(got[i].start, want[i].start, "range %zu starts at %zu, not %zu",
                  i, (size_t)got[i].start, (size_t)want[i].start);
     cr_assert_eq(got[i].len, want[i].len, "range %zu has length %zu, not %zu",
                  i, got[i].len, want[i].len);
-    cr_assert_eq(got[i].resident, want[i].resident, "range %zu resident flag",
-                 i);
     mblocks += want[i].len;
-    if (want[i].resident) resident += want[i].len;
   }
   cr_assert_eq(p->mblocks, mblocks);
-  cr_assert_eq(p->resident_mblocks, resident);
   assert_pool_ok(p);
 }
 
-#define R(s, l, r) ((struct osmem__range){(s), (l), (r)})
+#define R(s, l) ((struct osmem__range){(s), (l)})
 
 /* ------------------------------------------------------------ pool units */
 
@@ -146,127 +142,118 @@ Test(pool_unit, reserve_nodes_maps_only_when_short) {
 
 Test(pool_unit, insert_isolated_ranges_stay_apart) {
   struct osmem__pool *p = new_pool(8);
-  struct osmem__range r = osmem__pool_insert(p, 20, 5, true);
+  struct osmem__range r = osmem__pool_insert(p, 20, 5);
   cr_assert_eq(r.start, 20);
   cr_assert_eq(r.len, 5);
-  cr_assert(r.resident);
   assert_pool_ok(p);
-  r = osmem__pool_insert(p, 10, 4, false); /* ends at 14: a gap before 20 */
+  r = osmem__pool_insert(p, 10, 4); /* ends at 14: a gap before 20 */
   cr_assert_eq(r.start, 10);
   cr_assert_eq(r.len, 4);
-  cr_assert_not(r.resident);
   assert_pool_ok(p);
-  assert_ranges(p, (struct osmem__range[]){R(10, 4, false), R(20, 5, true)},
+  assert_ranges(p, (struct osmem__range[]){R(10, 4), R(20, 5)},
                 2);
 }
 
 Test(pool_unit, insert_coalesces_left) {
   struct osmem__pool *p = new_pool(8);
-  osmem__pool_insert(p, 10, 5, true);
+  osmem__pool_insert(p, 10, 5);
   assert_pool_ok(p);
   size_t spares = osmem__pool_spare_nodes(p);
-  struct osmem__range r = osmem__pool_insert(p, 15, 3, false);
+  struct osmem__range r = osmem__pool_insert(p, 15, 3);
   assert_pool_ok(p);
   cr_assert_eq(r.start, 10);
   cr_assert_eq(r.len, 8);
-  cr_assert(r.resident, "a merged range is resident if any part was");
   cr_assert_eq(osmem__pool_spare_nodes(p), spares, "one node freed, one used");
-  assert_ranges(p, (struct osmem__range[]){R(10, 8, true)}, 1);
+  assert_ranges(p, (struct osmem__range[]){R(10, 8)}, 1);
 }
 
 Test(pool_unit, insert_coalesces_right) {
   struct osmem__pool *p = new_pool(8);
-  osmem__pool_insert(p, 20, 5, true);
+  osmem__pool_insert(p, 20, 5);
   assert_pool_ok(p);
-  struct osmem__range r = osmem__pool_insert(p, 17, 3, false);
+  struct osmem__range r = osmem__pool_insert(p, 17, 3);
   assert_pool_ok(p);
   cr_assert_eq(r.start, 17);
   cr_assert_eq(r.len, 8);
-  cr_assert(r.resident);
-  assert_ranges(p, (struct osmem__range[]){R(17, 8, true)}, 1);
+  assert_ranges(p, (struct osmem__range[]){R(17, 8)}, 1);
 }
 
 Test(pool_unit, insert_coalesces_both_sides) {
   struct osmem__pool *p = new_pool(8);
-  osmem__pool_insert(p, 10, 5, false);
+  osmem__pool_insert(p, 10, 5);
   assert_pool_ok(p);
-  osmem__pool_insert(p, 20, 5, false);
+  osmem__pool_insert(p, 20, 5);
   assert_pool_ok(p);
-  osmem__pool_insert(p, 40, 1, false);
+  osmem__pool_insert(p, 40, 1);
   assert_pool_ok(p);
   size_t spares = osmem__pool_spare_nodes(p);
-  struct osmem__range r = osmem__pool_insert(p, 15, 5, false);
+  struct osmem__range r = osmem__pool_insert(p, 15, 5);
   assert_pool_ok(p);
   cr_assert_eq(r.start, 10);
   cr_assert_eq(r.len, 15);
-  cr_assert_not(r.resident);
   cr_assert_eq(osmem__pool_spare_nodes(p), spares + 1, "two nodes freed, one used");
-  assert_ranges(p, (struct osmem__range[]){R(10, 15, false), R(40, 1, false)},
+  assert_ranges(p, (struct osmem__range[]){R(10, 15), R(40, 1)},
                 2);
 }
 
 Test(pool_unit, take_is_lowest_address_first_fit) {
   struct osmem__pool *p = new_pool(8);
-  osmem__pool_insert(p, 10, 3, true);
-  osmem__pool_insert(p, 20, 10, false);
-  osmem__pool_insert(p, 40, 5, true); /* the best fit for 4, but higher */
+  osmem__pool_insert(p, 10, 3);
+  osmem__pool_insert(p, 20, 10);
+  osmem__pool_insert(p, 40, 5); /* the best fit for 4, but higher */
   assert_pool_ok(p);
   struct osmem__range r;
   cr_assert(osmem__pool_take(p, 4, &r));
   assert_pool_ok(p);
   cr_assert_eq(r.start, 20, "took at %zu", (size_t)r.start);
   cr_assert_eq(r.len, 4);
-  cr_assert_not(r.resident);
   /* Split from the low end: the rest keeps its high part. */
   assert_ranges(p,
-                (struct osmem__range[]){R(10, 3, true), R(24, 6, false),
-                                        R(40, 5, true)},
+                (struct osmem__range[]){R(10, 3), R(24, 6),
+                                        R(40, 5)},
                 3);
   cr_assert(osmem__pool_take(p, 3, &r)); /* the lowest range, whole */
   assert_pool_ok(p);
   cr_assert_eq(r.start, 10);
   cr_assert_eq(r.len, 3);
-  cr_assert(r.resident, "take reports the range's resident flag");
-  assert_ranges(p, (struct osmem__range[]){R(24, 6, false), R(40, 5, true)},
+  assert_ranges(p, (struct osmem__range[]){R(24, 6), R(40, 5)},
                 2);
   cr_assert(osmem__pool_take(p, 1, &r));
   assert_pool_ok(p);
   cr_assert_eq(r.start, 24);
-  assert_ranges(p, (struct osmem__range[]){R(25, 5, false), R(40, 5, true)},
+  assert_ranges(p, (struct osmem__range[]){R(25, 5), R(40, 5)},
                 2);
 }
 
 Test(pool_unit, take_without_fit_changes_nothing) {
   struct osmem__pool *p = new_pool(8);
-  struct osmem__range r = {0, 0, false};
+  struct osmem__range r = {0, 0};
   cr_assert_not(osmem__pool_take(p, 1, &r), "empty pool");
-  osmem__pool_insert(p, 10, 3, true);
-  osmem__pool_insert(p, 20, 6, false);
+  osmem__pool_insert(p, 10, 3);
+  osmem__pool_insert(p, 20, 6);
   size_t spares = osmem__pool_spare_nodes(p);
   cr_assert_not(osmem__pool_take(p, 7, &r));
   assert_pool_ok(p);
   cr_assert_eq(osmem__pool_spare_nodes(p), spares);
-  assert_ranges(p, (struct osmem__range[]){R(10, 3, true), R(20, 6, false)},
+  assert_ranges(p, (struct osmem__range[]){R(10, 3), R(20, 6)},
                 2);
 }
 
 Test(pool_unit, pop_from_removes_lowest_range_at_or_after) {
   struct osmem__pool *p = new_pool(8);
-  osmem__pool_insert(p, 10, 3, true);
-  osmem__pool_insert(p, 20, 4, false);
-  osmem__pool_insert(p, 40, 5, true);
+  osmem__pool_insert(p, 10, 3);
+  osmem__pool_insert(p, 20, 4);
+  osmem__pool_insert(p, 40, 5);
   assert_pool_ok(p);
   struct osmem__range r;
   cr_assert(osmem__pool_pop_from(p, 11, &r), "11 is inside the first range");
   assert_pool_ok(p);
   cr_assert_eq(r.start, 20);
   cr_assert_eq(r.len, 4, "popped whole");
-  cr_assert_not(r.resident);
   cr_assert(osmem__pool_pop_from(p, 40, &r), "a range starting at `from`");
   assert_pool_ok(p);
   cr_assert_eq(r.start, 40);
   cr_assert_eq(r.len, 5);
-  cr_assert(r.resident);
   cr_assert_not(osmem__pool_pop_from(p, 41, &r));
   assert_pool_ok(p);
   cr_assert(osmem__pool_pop_from(p, 0, &r));
@@ -275,32 +262,6 @@ Test(pool_unit, pop_from_removes_lowest_range_at_or_after) {
   cr_assert_eq(r.len, 3);
   cr_assert_eq(p->ranges, 0);
   cr_assert_eq(p->mblocks, 0);
-  cr_assert_eq(p->resident_mblocks, 0);
-}
-
-Test(pool_unit, mark_decommitted_clears_resident_once) {
-  struct osmem__pool *p = new_pool(8);
-  osmem__pool_insert(p, 10, 3, true);
-  osmem__pool_insert(p, 20, 4, true);
-  cr_assert_eq(p->resident_mblocks, 7);
-  osmem__pool_mark_decommitted(p, 20);
-  assert_pool_ok(p);
-  cr_assert_eq(p->resident_mblocks, 3);
-  osmem__pool_mark_decommitted(p, 20); /* already decommitted */
-  assert_pool_ok(p);
-  cr_assert_eq(p->resident_mblocks, 3);
-  osmem__pool_mark_decommitted(p, 11); /* not a range start: no-op */
-  assert_pool_ok(p);
-  cr_assert_eq(p->resident_mblocks, 3);
-  assert_ranges(p, (struct osmem__range[]){R(10, 3, true), R(20, 4, false)},
-                2);
-  /* A resident free next to a decommitted range makes the whole resident. */
-  struct osmem__range r = osmem__pool_insert(p, 24, 1, true);
-  assert_pool_ok(p);
-  cr_assert_eq(r.start, 20);
-  cr_assert(r.resident);
-  assert_ranges(p, (struct osmem__range[]){R(10, 3, true), R(20, 5, true)},
-                2);
 }
 
 struct visit {
@@ -314,22 +275,23 @@ static bool visit_range(void *ctx, struct osmem__range r) {
   return v->count < v->stop_after;
 }
 
-Test(pool_unit, each_resident_visits_in_order_and_stops) {
+Test(pool_unit, each_visits_in_order_and_stops) {
   struct osmem__pool *p = new_pool(8);
-  osmem__pool_insert(p, 50, 1, true);
-  osmem__pool_insert(p, 10, 2, true);
-  osmem__pool_insert(p, 30, 3, false);
-  osmem__pool_insert(p, 70, 4, true);
+  osmem__pool_insert(p, 50, 1);
+  osmem__pool_insert(p, 10, 2);
+  osmem__pool_insert(p, 30, 3);
+  osmem__pool_insert(p, 70, 4);
   assert_pool_ok(p);
   struct visit v = {.stop_after = 8};
-  osmem__pool_each_resident(p, visit_range, &v);
-  cr_assert_eq(v.count, 3);
+  osmem__pool_each(p, visit_range, &v);
+  cr_assert_eq(v.count, 4);
   cr_assert_eq(v.seen[0].start, 10);
-  cr_assert_eq(v.seen[1].start, 50);
-  cr_assert_eq(v.seen[2].start, 70);
-  cr_assert_eq(v.seen[2].len, 4);
+  cr_assert_eq(v.seen[1].start, 30);
+  cr_assert_eq(v.seen[2].start, 50);
+  cr_assert_eq(v.seen[3].start, 70);
+  cr_assert_eq(v.seen[3].len, 4);
   struct visit w = {.stop_after = 2};
-  osmem__pool_each_resident(p, visit_range, &w);
+  osmem__pool_each(p, visit_range, &w);
   cr_assert_eq(w.count, 2, "stops when fn returns false");
 }
 
@@ -347,7 +309,7 @@ static uint64_t rng(void) { /* xorshift64*, fixed seed: reproducible */
 }
 static size_t rnd(size_t n) { return (size_t)(rng() % n); }
 
-static bool m_free[MODEL_N], m_res[MODEL_N];
+static bool m_free[MODEL_N];
 
 /* The model's maximal free runs, in address order. */
 static size_t model_runs(struct osmem__range *out) {
@@ -359,7 +321,7 @@ static size_t model_runs(struct osmem__range *out) {
     }
     size_t j = i;
     while (j < MODEL_N && m_free[j]) j++;
-    out[n++] = R(MODEL_BASE + i, j - i, m_res[i]);
+    out[n++] = R(MODEL_BASE + i, j - i);
     i = j;
   }
   return n;
@@ -373,25 +335,21 @@ static void assert_matches_model(const struct osmem__pool *p, int op) {
   size_t got = pool_ranges(p, got_runs, MODEL_N);
   cr_assert_eq(got, want, "op %d: pool has %zu ranges, model %zu", op, got,
                want);
-  size_t mblocks = 0, resident = 0;
+  size_t mblocks = 0;
   for (size_t i = 0; i < want; i++) {
     cr_assert_eq(got_runs[i].start, want_runs[i].start,
                  "op %d: range %zu start", op, i);
     cr_assert_eq(got_runs[i].len, want_runs[i].len, "op %d: range %zu len",
                  op, i);
-    cr_assert_eq(got_runs[i].resident, want_runs[i].resident,
-                 "op %d: range %zu resident", op, i);
     mblocks += want_runs[i].len;
-    if (want_runs[i].resident) resident += want_runs[i].len;
   }
   cr_assert_eq(p->ranges, want);
   cr_assert_eq(p->mblocks, mblocks);
-  cr_assert_eq(p->resident_mblocks, resident);
 }
 
-/* Sets [i, j) to free/resident in the model. */
-static void model_set(size_t i, size_t j, bool free_, bool res) {
-  for (size_t k = i; k < j; k++) m_free[k] = free_, m_res[k] = res;
+/* Sets [i, j) to free or not in the model. */
+static void model_set(size_t i, size_t j, bool free_) {
+  for (size_t k = i; k < j; k++) m_free[k] = free_;
 }
 
 static void model_insert(struct osmem__pool *p, int op) {
@@ -405,19 +363,13 @@ static void model_insert(struct osmem__pool *p, int op) {
   while (i + room < MODEL_N && !m_free[i + room]) room++;
   size_t cap = rnd(4) == 0 ? room : (room < 16 ? room : 16);
   size_t len = 1 + rnd(cap);
-  bool res = rnd(2);
-  /* The merged run: the flag is the OR of the parts. */
-  size_t lo = i, hi = i + len;
-  bool merged = res;
-  if (lo > 0 && m_free[lo - 1]) merged = merged || m_res[lo - 1];
-  if (hi < MODEL_N && m_free[hi]) merged = merged || m_res[hi];
+  size_t lo = i, hi = i + len; /* the merged run */
   while (lo > 0 && m_free[lo - 1]) lo--;
   while (hi < MODEL_N && m_free[hi]) hi++;
-  struct osmem__range r = osmem__pool_insert(p, MODEL_BASE + i, len, res);
-  model_set(lo, hi, true, merged);
+  struct osmem__range r = osmem__pool_insert(p, MODEL_BASE + i, len);
+  model_set(lo, hi, true);
   cr_assert_eq(r.start, MODEL_BASE + lo, "op %d: insert result start", op);
   cr_assert_eq(r.len, hi - lo, "op %d: insert result len", op);
-  cr_assert_eq(r.resident, merged, "op %d: insert result resident", op);
 }
 
 static void model_take(struct osmem__pool *p, int op) {
@@ -434,9 +386,8 @@ static void model_take(struct osmem__pool *p, int op) {
   cr_assert_eq(r.start, fit->start, "op %d: take(%zu) not the lowest fit", op,
                want);
   cr_assert_eq(r.len, want);
-  cr_assert_eq(r.resident, fit->resident);
   size_t i = fit->start - MODEL_BASE;
-  model_set(i, i + want, false, false);
+  model_set(i, i + want, false);
 }
 
 static void model_pop(struct osmem__pool *p, int op) {
@@ -451,18 +402,22 @@ static void model_pop(struct osmem__pool *p, int op) {
   if (!first) return;
   cr_assert_eq(r.start, first->start, "op %d: pop_from start", op);
   cr_assert_eq(r.len, first->len);
-  cr_assert_eq(r.resident, first->resident);
   size_t i = first->start - MODEL_BASE;
-  model_set(i, i + first->len, false, false);
+  model_set(i, i + first->len, false);
 }
 
-static void model_decommit(struct osmem__pool *p) {
+static void model_take_upto(struct osmem__pool *p, int op) {
+  size_t most = 1 + rnd(12);
   size_t n = model_runs(want_runs);
+  struct osmem__range r;
+  bool ok = osmem__pool_take_upto(p, most, &r);
+  cr_assert_eq(ok, n > 0, "op %d: take_upto", op);
   if (n == 0) return;
-  struct osmem__range r = want_runs[rnd(n)];
-  osmem__pool_mark_decommitted(p, r.start);
+  size_t want = want_runs[0].len < most ? want_runs[0].len : most;
+  cr_assert_eq(r.start, want_runs[0].start, "op %d: take_upto start", op);
+  cr_assert_eq(r.len, want, "op %d: take_upto len", op);
   size_t i = r.start - MODEL_BASE;
-  model_set(i, i + r.len, true, false);
+  model_set(i, i + want, false);
 }
 
 Test(pool_model, random_operations_match_bitmap_model) {
@@ -481,7 +436,7 @@ Test(pool_model, random_operations_match_bitmap_model) {
       model_pop(p, op);
       pops++;
     } else {
-      model_decommit(p);
+      model_take_upto(p, op);
     }
     assert_matches_model(p, op);
   }
@@ -744,6 +699,7 @@ static void fill_and_check(void *p, size_t n, unsigned char byte) {
 /* ------------------------------------------------------ public API: reuse */
 
 Test(pool_api, free_then_get_reuses_address_without_os_calls) {
+  pool_direct();
   void *p = osmem_get_mblocks(5);
   cr_assert_not_null(p);
   cr_assert_eq(osmem_free_mblocks(p, 5), 0);
@@ -768,6 +724,7 @@ Test(pool_api, free_then_get_reuses_address_without_os_calls) {
 #define FRESH_STEP (OS_CHEAP_RESERVE ? -(intptr_t)MB : (intptr_t)MB)
 
 Test(pool_api, freed_neighbours_coalesce_and_serve_a_larger_get) {
+  pool_direct();
   char *a = osmem_get_mblocks(1), *b = osmem_get_mblocks(1),
        *c = osmem_get_mblocks(1);
   cr_assert_not_null(a);
@@ -798,6 +755,7 @@ Test(pool_api, freed_neighbours_coalesce_and_serve_a_larger_get) {
 }
 
 Test(pool_api, get_larger_than_any_pooled_range_leaves_pool_alone) {
+  pool_direct();
   char *p = osmem_get_mblocks(2);
   cr_assert_not_null(p);
   cr_assert_eq(osmem_free_mblocks(p, 2), 0);
@@ -819,6 +777,7 @@ Test(pool_api, get_larger_than_any_pooled_range_leaves_pool_alone) {
  * shrinks: release returns 0 and makes no call, the pooled ranges stay
  * mapped, in the pool, and serve the next gets without growing memory. */
 Test(pool_api, release_unmaps_exactly_the_pooled_ranges) {
+  pool_direct();
   char *a = osmem_get_mblocks(2), *b = osmem_get_mblocks(3),
        *c = osmem_get_mblocks(4), *d = osmem_get_mblocks(5);
   cr_assert(a && b && c && d);
@@ -970,7 +929,8 @@ Test(decommit, threshold_zero_decommits_each_free) {
   assert_invariants();
 }
 
-Test(decommit, exceeding_default_threshold_decommits_merged_range) {
+Test(decommit, exceeding_default_threshold_decommits_only_what_was_freed) {
+  pool_direct();
   const size_t t = test_threshold();
   char *p = osmem_get_mblocks(t + 1);
   cr_assert_not_null(p);
@@ -982,12 +942,13 @@ Test(decommit, exceeding_default_threshold_decommits_merged_range) {
   cr_assert_eq(osmem_free_mblocks(p, 1), 0);
   assert_invariants();
   cr_assert_eq(n_advs, DECOMMITS(1));
-  if (OS_CAN_DECOMMIT) {
-    cr_assert_eq(advs[0].addr, p, "the whole coalesced range");
-    cr_assert_eq(advs[0].len, (t + 1) * MB);
+  if (OS_CAN_DECOMMIT) { /* not the range it coalesced with */
+    cr_assert_eq(advs[0].addr, p, "the megablock just freed");
+    cr_assert_eq(advs[0].len, MB);
   }
   struct osmem_stats s = stats_now();
-  cr_assert_eq(s.mblocks_pooled_resident, OS_CAN_DECOMMIT ? 0 : t + 1);
+  cr_assert_eq(s.mblocks_pooled_resident, OS_CAN_DECOMMIT ? t : t + 1);
+  cr_assert_eq(s.bytes_decommitted, OS_CAN_DECOMMIT ? MB : 0);
   cr_assert_eq(s.mblocks_pooled, t + 1);
   cr_assert_eq(s.pool_ranges, 1);
 }
@@ -1006,6 +967,7 @@ Test(decommit, large_threshold_makes_no_madvise) {
 }
 
 Test(decommit, lowering_threshold_decommits_at_once_lowest_first) {
+  pool_direct();
   char *p = osmem_get_mblocks(14);
   cr_assert_not_null(p);
   /* Three ranges of 4, kept apart by megablocks still in use. */
@@ -1042,6 +1004,7 @@ Test(decommit, lowering_threshold_decommits_at_once_lowest_first) {
 }
 
 Test(decommit, size_max_never_decommits) {
+  pool_direct();
   const size_t t = test_threshold();
   const size_t n = (t + t / 2 + 4) / 2 * 2; /* over it, and even */
   cr_assert_eq(osmem_set_decommit_threshold(SIZE_MAX), t * MB);
@@ -1059,7 +1022,10 @@ Test(decommit, size_max_never_decommits) {
   assert_invariants();
   struct osmem_stats s2 = stats_now();
   cr_assert_eq(s2.os_madvise, s1.os_madvise + DECOMMITS(1));
-  cr_assert_eq(s2.mblocks_pooled_resident, OS_CAN_DECOMMIT ? 0 : n);
+  cr_assert_eq(s2.mblocks_pooled_resident, OS_CAN_DECOMMIT ? t : n,
+               "down to the threshold, no further");
+  cr_assert_eq(s2.bytes_decommitted - s1.bytes_decommitted,
+               OS_CAN_DECOMMIT ? (n - t) * MB : 0);
 }
 
 #ifndef __wasi__ /* MADV_FREE's fallback: wasm has no madvise at all */

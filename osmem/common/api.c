@@ -5,6 +5,8 @@
 #include <config.h>
 
 #include <errno.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "heapmap.h"
 #include "internal.h"
@@ -23,6 +25,14 @@ const char *osmem_version(void) {
 
 unsigned osmem_mblock_shift(void) { return OSMEM_MBLOCK_SHIFT; }
 
+/* OSMEM_DECOMMIT=lazy|eager|never; anything else keeps the default. */
+static enum osmem_decommit_mode decommit_mode_from_env(void) {
+  const char *v = getenv("OSMEM_DECOMMIT");
+  if (v && strcmp(v, "eager") == 0) return OSMEM_DECOMMIT_EAGER;
+  if (v && strcmp(v, "never") == 0) return OSMEM_DECOMMIT_NEVER;
+  return OSMEM_DECOMMIT_LAZY;
+}
+
 void osmem__ensure_init(void) {
   if (atomic_load_explicit(&osmem__g.ready, memory_order_acquire)) return;
   osmem__os_lock();
@@ -30,6 +40,9 @@ void osmem__ensure_init(void) {
     osmem__os_init(&osmem__g.caps);
     osmem__g.next_reserve = OSMEM__RESERVE_FIRST;
     osmem__g.decommit_threshold = OSMEM__DEFAULT_DECOMMIT_THRESHOLD;
+    osmem__g.decommit_mode = decommit_mode_from_env();
+    atomic_store_explicit(&osmem__g.cache_cap, OSMEM__CACHE_DEFAULT,
+                          memory_order_relaxed);
     osmem__g.classes = osmem__os_numa_nodes() > 1;
     atomic_store_explicit(&osmem__g.ready, true, memory_order_release);
   }
@@ -63,16 +76,20 @@ void *osmem__get(size_t n, unsigned cls, bool plain, int node) {
    * refuse it before any bookkeeping is set aside for it. */
   if (n > (SIZE_MAX >> OSMEM_MBLOCK_SHIFT) || n > OSMEM__MBLOCK_LIMIT)
     return fail_oom(n);
-  osmem__ensure_init();
   struct osmem__state *g = &osmem__g;
   uintptr_t mblock;
-  bool fresh;
-  osmem__os_lock();
-  int err = osmem__get_locked(n, cls, plain, &mblock, &fresh);
+  bool fresh = false;
+  int err = 0;
+  if (n > OSMEM_THREAD_CACHE_RUN || !osmem__cache_get(n, cls, &mblock)) {
+    osmem__ensure_init();
+    osmem__os_lock();
+    err = osmem__get_locked(n, cls, plain, &mblock, &fresh);
+    if (!err && n == 1 && plain) osmem__cache_refill_locked();
+    osmem__os_unlock();
+    if (err) return fail_oom(n);
+  }
   bool preferred = g->numa_preferred;
   bool interleave = plain && fresh && g->numa_interleave;
-  osmem__os_unlock();
-  if (err) return fail_oom(n);
   void *p = (void *)(mblock << OSMEM_MBLOCK_SHIFT);
   size_t bytes = n << OSMEM_MBLOCK_SHIFT;
   if (node >= 0)
@@ -96,10 +113,14 @@ int osmem_free_mblocks(void *p, size_t n) {
   if (n == 0 || addr == 0 || (addr & OSMEM_MBLOCK_MASK) != 0) return EINVAL;
   uintptr_t start = addr >> OSMEM_MBLOCK_SHIFT;
   if (n > (UINTPTR_MAX >> OSMEM_MBLOCK_SHIFT) - start) return EINVAL;
+  if (n <= OSMEM_THREAD_CACHE_RUN) {
+    int err = osmem__cache_free(start, n);
+    if (err >= 0) return err;
+  }
   osmem__ensure_init();
   osmem__os_lock();
-  bool handed_out = osmem__heapmap_all_set(start, n);
-  if (handed_out) osmem__free_locked(start, n);
+  bool handed_out = osmem__heapmap_claim_free(start, n);
+  if (handed_out) osmem__put_locked(start, n);
   osmem__os_unlock();
   return handed_out ? 0 : EINVAL;
 }
@@ -109,19 +130,71 @@ int osmem_free_mblocks(void *p, size_t n) {
 size_t osmem_release_free_memory(void) {
   osmem__ensure_init();
   osmem__os_lock();
+  osmem__caches_drain_locked();
   size_t released = osmem__release_locked();
   osmem__os_unlock();
   return released;
 }
+
+/* The capacity in force: none while every free must decommit at once. */
+static size_t cache_capacity(size_t wanted, size_t threshold) {
+  return threshold == 0 ? 0 : wanted;
+}
+
+static size_t cache_wanted = OSMEM__CACHE_DEFAULT; /* lock */
 
 size_t osmem_set_decommit_threshold(size_t bytes) {
   osmem__ensure_init();
   osmem__os_lock();
   size_t old = osmem__g.decommit_threshold;
   osmem__g.decommit_threshold = bytes;
+  atomic_store_explicit(&osmem__g.cache_cap, cache_capacity(cache_wanted, bytes),
+                        memory_order_relaxed);
+  if (bytes == 0) osmem__caches_drain_locked(); /* every free decommits */
   osmem__decommit_over_threshold();
   osmem__os_unlock();
   return old;
+}
+
+int osmem_set_decommit_mode(enum osmem_decommit_mode mode) {
+  if (mode != OSMEM_DECOMMIT_LAZY && mode != OSMEM_DECOMMIT_EAGER &&
+      mode != OSMEM_DECOMMIT_NEVER)
+    return EINVAL;
+  osmem__ensure_init();
+  osmem__os_lock();
+  osmem__g.decommit_mode = mode;
+  osmem__decommit_over_threshold();
+  osmem__os_unlock();
+  return 0;
+}
+
+enum osmem_decommit_mode osmem_decommit_mode(void) {
+  osmem__ensure_init();
+  osmem__os_lock();
+  enum osmem_decommit_mode mode = osmem__g.decommit_mode;
+  osmem__os_unlock();
+  return mode;
+}
+
+/* ---------------------------------------------------------- thread caches */
+
+size_t osmem_set_thread_cache(size_t mblocks) {
+  if (mblocks > OSMEM__CACHE_SLOTS) mblocks = OSMEM__CACHE_SLOTS;
+  osmem__ensure_init();
+  osmem__os_lock();
+  size_t old = cache_wanted;
+  cache_wanted = mblocks;
+  atomic_store_explicit(
+      &osmem__g.cache_cap,
+      cache_capacity(mblocks, osmem__g.decommit_threshold),
+      memory_order_relaxed);
+  osmem__os_unlock();
+  return old;
+}
+
+size_t osmem_flush_thread_cache(void) {
+  osmem__ensure_init();
+  return osmem__cache_flush_mine();
 }
 
 /* ---------------------------------------------------------------- lookups */
@@ -210,10 +283,13 @@ void osmem_stats(struct osmem_stats *out) {
   struct osmem__state *g = &osmem__g;
   struct osmem__os_counters *c = &osmem__os_count;
   size_t pooled, resident, ranges;
+  uint64_t cached, cache_gets, cache_frees;
   osmem__os_lock();
   osmem__pools_sum(&pooled, &resident, &ranges);
+  osmem__caches_sum(&cached, &cache_gets, &cache_frees);
+  if (cached > g->in_use) cached = g->in_use; /* a moment's reading */
   *out = (struct osmem_stats){
-      .mblocks_in_use = g->in_use,
+      .mblocks_in_use = g->in_use - cached,
       .mblocks_peak = g->peak,
       .mblocks_pooled = pooled,
       .mblocks_pooled_resident = resident,
@@ -229,6 +305,10 @@ void osmem_stats(struct osmem_stats *out) {
       .align_exact_hits = load(&c->align_exact_hits),
       .align_trims = load(&c->align_trims),
       .reserve_retries = g->reserve_retries,
+      .bytes_decommitted = g->bytes_decommitted,
+      .mblocks_cached = cached,
+      .cache_gets = cache_gets,
+      .cache_frees = cache_frees,
   };
   osmem__os_unlock();
 }

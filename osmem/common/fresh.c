@@ -69,7 +69,7 @@ static void adopt_reservation(uintptr_t base, size_t size) {
   }
   if (g->carve_end > g->carve) /* keep the old tail, in the pool */
     osmem__pool_insert(&g->pool, g->carve >> OSMEM_MBLOCK_SHIFT,
-                       (g->carve_end - g->carve) >> OSMEM_MBLOCK_SHIFT, false);
+                       (g->carve_end - g->carve) >> OSMEM_MBLOCK_SHIFT);
   g->carve = base;
   g->carve_end = base + size;
 }

@@ -1,4 +1,5 @@
-/* The two-level heap map; see heapmap.h for its shape and cost. */
+/* The heap map: out, cached and resident bits per megablock; see heapmap.h
+ * for its shape, cost and concurrency. */
 #include <config.h>
 
 #include "heapmap.h"
@@ -19,21 +20,40 @@
 #define LEAF_WORDS (LEAF_BITS / 64 ? LEAF_BITS / 64 : 1)
 #define MBLOCK_LIMIT ((uintptr_t)TOP_ENTRIES << LEAF_BITS_SHIFT)
 
+/* Cached bits: 2^STRIPE_SHIFT stripes of at least 512 bits (one 64-byte
+ * cache line) each; megablock i of a leaf is bit i >> STRIPE_SHIFT of stripe
+ * i % stripes, so neighbours fall on different lines. */
+#if LEAF_BITS_SHIFT >= 15
+#define STRIPE_SHIFT 6
+#elif LEAF_BITS_SHIFT >= 9
+#define STRIPE_SHIFT (LEAF_BITS_SHIFT - 9)
+#else
+#define STRIPE_SHIFT 0
+#endif
+#define STRIPES ((uintptr_t)1 << STRIPE_SHIFT)
+#define STRIPE_BITS (LEAF_BITS >> STRIPE_SHIFT)
+#define STRIPE_WORDS (STRIPE_BITS / 64 ? STRIPE_BITS / 64 : 1)
+
 typedef atomic_uint_least64_t word_t;
 
-static word_t *_Atomic top[TOP_ENTRIES];
+struct leaf {
+  word_t out[LEAF_WORDS];
+  word_t cached[LEAF_WORDS];
+  uint64_t resident[LEAF_WORDS];
+};
 
-static word_t *leaf_of(uintptr_t mblock) {
+static struct leaf *_Atomic top[TOP_ENTRIES];
+
+static struct leaf *leaf_of(uintptr_t mblock) {
   return atomic_load_explicit(&top[mblock >> LEAF_BITS_SHIFT],
                               memory_order_acquire);
 }
 
-#define LEAF_BYTES (LEAF_WORDS * sizeof(word_t))
 #define CLASS_BYTES (LEAF_BITS * sizeof(uint16_t))
 
-/* Pool classes, one per megablock, beside the bits: read and written only
- * under the pool lock, and only allocated where classes are wanted (more
- * than one NUMA node); a missing array means class 0 throughout. */
+/* Pool classes, one per megablock, beside the bits: written only under the
+ * pool lock, and only allocated where classes are wanted (more than one NUMA
+ * node); a missing array means class 0 throughout. */
 static uint16_t *classes[TOP_ENTRIES];
 
 /* Allocates, in one piece, what `count` missing leaves (or class arrays)
@@ -49,12 +69,13 @@ static int prepare_bits(uintptr_t first, uintptr_t last) {
   for (uintptr_t i = first; i <= last; i++)
     missing += !atomic_load_explicit(&top[i], memory_order_relaxed);
   if (missing == 0) return 0;
-  char *leaf = alloc_missing(missing, LEAF_BYTES);
+  char *leaf = alloc_missing(missing, sizeof(struct leaf));
   if (!leaf) return ENOMEM;
   for (uintptr_t i = first; i <= last; i++) {
     if (atomic_load_explicit(&top[i], memory_order_relaxed)) continue;
-    atomic_store_explicit(&top[i], (word_t *)leaf, memory_order_release);
-    leaf += LEAF_BYTES;
+    atomic_store_explicit(&top[i], (struct leaf *)(void *)leaf,
+                          memory_order_release);
+    leaf += sizeof(struct leaf);
   }
   return 0;
 }
@@ -82,6 +103,17 @@ int osmem__heapmap_prepare(uintptr_t start, size_t len, bool with_classes) {
   return 0;
 }
 
+/* Whether leaves exist for all of [start, start + len). */
+static bool leaves_exist(uintptr_t start, size_t len) {
+  if (start >= MBLOCK_LIMIT || len > MBLOCK_LIMIT - start) return false;
+  for (uintptr_t i = start >> LEAF_BITS_SHIFT;
+       i <= (start + len - 1) >> LEAF_BITS_SHIFT; i++)
+    if (!atomic_load_explicit(&top[i], memory_order_acquire)) return false;
+  return true;
+}
+
+/* ---------------------------------------------------------------- classes */
+
 void osmem__heapmap_set_class(uintptr_t start, size_t len, unsigned cls) {
   for (uintptr_t m = start; m < start + len; m++) {
     uint16_t *array = classes[m >> LEAF_BITS_SHIFT];
@@ -101,50 +133,205 @@ size_t osmem__heapmap_class_run(uintptr_t start, size_t len) {
   return run;
 }
 
-/* Calls fn on each (word, mask) piece of [start, start + len). */
-#define FOR_EACH_WORD(start, len, word, mask, body)                         \
-  do {                                                                      \
-    uintptr_t at_ = (start), end_ = (start) + (len);                        \
-    while (at_ < end_) {                                                    \
-      unsigned bit_ = (unsigned)(at_ & 63);                                 \
-      uintptr_t n_ = 64 - bit_;                                             \
-      if (n_ > end_ - at_) n_ = end_ - at_;                                 \
-      uint64_t mask = (n_ == 64 ? ~(uint64_t)0 : ((uint64_t)1 << n_) - 1)  \
-                      << bit_;                                              \
-      word_t *word = &leaf_of(at_)[(at_ & (LEAF_BITS - 1)) >> 6];           \
-      body;                                                                 \
-      at_ += n_;                                                            \
-    }                                                                       \
+/* ------------------------------------------------------- plain bitmaps */
+
+/* Runs body for each (word index, mask) piece of [start, start + len) within
+ * one plain bitmap `field` of the leaves; `lf` is the piece's leaf. */
+#define FOR_EACH_WORD(start, len, lf, idx, mask, body)                     \
+  do {                                                                     \
+    uintptr_t at_ = (start), end_ = (start) + (len);                       \
+    while (at_ < end_) {                                                   \
+      unsigned bit_ = (unsigned)(at_ & 63);                                \
+      uintptr_t n_ = 64 - bit_;                                            \
+      if (n_ > end_ - at_) n_ = end_ - at_;                                \
+      uint64_t mask = (n_ == 64 ? ~(uint64_t)0 : ((uint64_t)1 << n_) - 1) \
+                      << bit_;                                             \
+      struct leaf *lf = leaf_of(at_);                                      \
+      size_t idx = (size_t)((at_ & (LEAF_BITS - 1)) >> 6);                 \
+      body;                                                                \
+      at_ += n_;                                                           \
+    }                                                                      \
   } while (0)
 
 void osmem__heapmap_set(uintptr_t start, size_t len) {
-  FOR_EACH_WORD(start, len, w, mask,
-                atomic_fetch_or_explicit(w, mask, memory_order_release));
+  FOR_EACH_WORD(start, len, lf, i, mask,
+                atomic_fetch_or_explicit(&lf->out[i], mask,
+                                         memory_order_release));
 }
 
 void osmem__heapmap_clear(uintptr_t start, size_t len) {
-  FOR_EACH_WORD(start, len, w, mask,
-                atomic_fetch_and_explicit(w, ~mask, memory_order_release));
+  FOR_EACH_WORD(start, len, lf, i, mask,
+                atomic_fetch_and_explicit(&lf->out[i], ~mask,
+                                          memory_order_release));
 }
 
 bool osmem__heapmap_all_set(uintptr_t start, size_t len) {
-  if (start >= MBLOCK_LIMIT || len > MBLOCK_LIMIT - start) return false;
-  for (uintptr_t i = start >> LEAF_BITS_SHIFT;
-       i <= (start + len - 1) >> LEAF_BITS_SHIFT; i++)
-    if (!atomic_load_explicit(&top[i], memory_order_acquire)) return false;
-  FOR_EACH_WORD(start, len, w, mask, {
-    if ((atomic_load_explicit(w, memory_order_relaxed) & mask) != mask)
+  if (!leaves_exist(start, len)) return false;
+  FOR_EACH_WORD(start, len, lf, i, mask, {
+    if ((atomic_load_explicit(&lf->out[i], memory_order_relaxed) & mask) !=
+        mask)
       return false;
   });
+  return true;
+}
+
+/* -------------------------------------------------------- cached bits */
+
+static word_t *cached_word(struct leaf *lf, uintptr_t mblock, uint64_t *bit) {
+  uintptr_t i = mblock & (LEAF_BITS - 1);
+  uintptr_t pos = i >> STRIPE_SHIFT;
+  *bit = (uint64_t)1 << (pos & 63);
+  return &lf->cached[(i & (STRIPES - 1)) * STRIPE_WORDS + (pos >> 6)];
+}
+
+static bool cached_bit(uintptr_t mblock) {
+  uint64_t bit;
+  word_t *w = cached_word(leaf_of(mblock), mblock, &bit);
+  return atomic_load_explicit(w, memory_order_seq_cst) & bit;
+}
+
+/* Whether any megablock of [a, b) (one leaf) is cached: per megablock for
+ * short ranges, else per stripe, whose positions in [a, b) are contiguous. */
+static bool cached_any_in_leaf(struct leaf *lf, uintptr_t a, uintptr_t b) {
+  if (b - a < 2 * STRIPES) {
+    for (uintptr_t m = a; m < b; m++)
+      if (cached_bit(m)) return true;
+    return false;
+  }
+  uintptr_t base = a & ~(LEAF_BITS - 1);
+  uintptr_t la = a - base, lb = b - base;
+  for (uintptr_t k = 0; k < STRIPES; k++) {
+    uintptr_t p0 = la <= k ? 0 : (la - k + STRIPES - 1) >> STRIPE_SHIFT;
+    uintptr_t p1 = (lb - 1 - k) >> STRIPE_SHIFT; /* lb - 1 >= k: long range */
+    for (uintptr_t p = p0; p <= p1;) {
+      uintptr_t n = 64 - (p & 63);
+      if (n > p1 - p + 1) n = p1 - p + 1;
+      uint64_t mask = (n == 64 ? ~(uint64_t)0 : ((uint64_t)1 << n) - 1)
+                      << (p & 63);
+      word_t *w = &lf->cached[k * STRIPE_WORDS + (p >> 6)];
+      if (atomic_load_explicit(w, memory_order_seq_cst) & mask) return true;
+      p += n;
+    }
+  }
+  return false;
+}
+
+static bool cached_any(uintptr_t start, size_t len) {
+  uintptr_t end = start + len;
+  while (start < end) {
+    uintptr_t leaf_end = (start | (LEAF_BITS - 1)) + 1;
+    uintptr_t b = leaf_end < end ? leaf_end : end;
+    if (cached_any_in_leaf(leaf_of(start), start, b)) return true;
+    start = b;
+  }
+  return false;
+}
+
+static void cache_clear(uintptr_t start, size_t len) {
+  for (uintptr_t m = start; m < start + len; m++) {
+    uint64_t bit;
+    word_t *w = cached_word(leaf_of(m), m, &bit);
+    atomic_fetch_and_explicit(w, ~bit, memory_order_seq_cst);
+  }
+}
+
+void osmem__heapmap_cache_release(uintptr_t start, size_t len) {
+  cache_clear(start, len);
+}
+
+bool osmem__heapmap_cache_claim(uintptr_t start, size_t len) {
+  if (!leaves_exist(start, len)) return false;
+  for (uintptr_t m = start; m < start + len; m++) {
+    uint64_t bit;
+    word_t *w = cached_word(leaf_of(m), m, &bit);
+    if (atomic_fetch_or_explicit(w, bit, memory_order_seq_cst) & bit) {
+      cache_clear(start, m - start); /* cached already: a double free */
+      return false;
+    }
+  }
+  FOR_EACH_WORD(start, len, lf, i, mask, {
+    if ((atomic_load_explicit(&lf->out[i], memory_order_seq_cst) & mask) !=
+        mask) {
+      cache_clear(start, len); /* not out of the pool: a foreign free */
+      return false;
+    }
+  });
+  return true;
+}
+
+/* Puts back the `out` bits of [start, upto) that claim_free cleared. */
+static void restore_out(uintptr_t start, uintptr_t upto) {
+  if (upto > start) osmem__heapmap_set(start, upto - start);
+}
+
+bool osmem__heapmap_claim_free(uintptr_t start, size_t len) {
+  if (!leaves_exist(start, len)) return false;
+  FOR_EACH_WORD(start, len, lf, i, mask, {
+    uint64_t old =
+        atomic_fetch_and_explicit(&lf->out[i], ~mask, memory_order_seq_cst);
+    if ((old & mask) != mask) {
+      restore_out(start, at_);
+      atomic_fetch_or_explicit(&lf->out[i], old & mask, memory_order_seq_cst);
+      return false;
+    }
+  });
+  if (cached_any(start, len)) {
+    restore_out(start, start + len);
+    return false;
+  }
   return true;
 }
 
 bool osmem__heapmap_contains(const void *p) {
   uintptr_t mblock = (uintptr_t)p >> OSMEM_MBLOCK_SHIFT;
   if (mblock >= MBLOCK_LIMIT) return false;
-  word_t *leaf = leaf_of(mblock);
-  if (!leaf) return false;
-  uint64_t w = atomic_load_explicit(&leaf[(mblock & (LEAF_BITS - 1)) >> 6],
-                                    memory_order_relaxed);
-  return (w >> (mblock & 63)) & 1;
+  struct leaf *lf = leaf_of(mblock);
+  if (!lf) return false;
+  uintptr_t i = mblock & (LEAF_BITS - 1);
+  uint64_t out = atomic_load_explicit(&lf->out[i >> 6], memory_order_relaxed);
+  if (!((out >> (i & 63)) & 1)) return false;
+  uint64_t bit;
+  word_t *w = cached_word(lf, mblock, &bit);
+  return !(atomic_load_explicit(w, memory_order_relaxed) & bit);
+}
+
+/* ------------------------------------------------------ resident bits */
+
+void osmem__heapmap_resident_set(uintptr_t start, size_t len) {
+  FOR_EACH_WORD(start, len, lf, i, mask, lf->resident[i] |= mask);
+}
+
+size_t osmem__heapmap_resident_take(uintptr_t start, size_t len) {
+  size_t count = 0;
+  FOR_EACH_WORD(start, len, lf, i, mask, {
+    count += (size_t)__builtin_popcountll(lf->resident[i] & mask);
+    lf->resident[i] &= ~mask;
+  });
+  return count;
+}
+
+/* The first megablock in [from, end) whose resident bit is `want`, or end. */
+static uintptr_t scan_resident(uintptr_t from, uintptr_t end, bool want) {
+  while (from < end) {
+    uint64_t w = leaf_of(from)->resident[(from & (LEAF_BITS - 1)) >> 6];
+    if (!want) w = ~w;
+    w >>= (from & 63);
+    if (w) {
+      uintptr_t hit = from + (uintptr_t)__builtin_ctzll(w);
+      return hit < end ? hit : end;
+    }
+    from = (from | 63) + 1;
+  }
+  return end;
+}
+
+bool osmem__heapmap_resident_next(uintptr_t start, size_t len,
+                                  uintptr_t *run_start, size_t *run_len) {
+  uintptr_t end = start + len;
+  uintptr_t a = scan_resident(start, end, true);
+  if (a == end) return false;
+  uintptr_t b = scan_resident(a, end, false);
+  *run_start = a;
+  *run_len = b - a;
+  return true;
 }

@@ -1,21 +1,33 @@
 /*
- * The heap map behind osmem_is_heap: one bit per megablock, set while the
- * megablock is handed out.
+ * The heap map: three bits per megablock, kept per 32 GiB of address space.
+ *
+ *   out      the megablock is out of the pool: handed out, or in a thread
+ *            cache. Written under the pool lock only.
+ *   cached   the megablock is in a thread cache. Written by the thread
+ *            caches without the lock, one megablock at a time.
+ *   resident the megablock is pooled and may hold resident pages (freed and
+ *            not decommitted since). Under the pool lock only.
+ *
+ * osmem_is_heap(p) is "out and not cached": exactly the megablocks handed
+ * out now. The cached bits are laid out in stripes, so that megablocks next
+ * to each other (which different threads often hold) sit on different cache
+ * lines and threads flipping them do not contend; the other two are plain
+ * bitmaps, cheap over long ranges.
  *
  * Shape: a two-level radix map. The top level is a static array of pointers,
- * one per 32 GiB of address space; a leaf is a bitmap for those 32 GiB,
- * allocated when the library first maps memory there and never freed.
- * Cost: the top level has one pointer per 32 GiB of a 2^48-byte address space,
- * 8,192 pointers = 64 KiB of zero-initialised BSS on 64-bit (pages of it never
- * touched cost no memory), one pointer on 32-bit; each leaf is
- * 32 GiB / OSMEM_MBLOCK_SIZE / 8 bytes: 4 KiB for 1 MiB megablocks. A heap
- * inside one 32 GiB window thus costs one 4 KiB page. A single reservation
- * check would be cheaper but cannot say "handed out now"; a flat bitmap for
- * 2^48 bytes would need 32 MiB of address space.
+ * one per 32 GiB of address space; a leaf holds the three bitmaps for those
+ * 32 GiB, allocated when the library first maps memory there and never
+ * freed. Cost: the top level has one pointer per 32 GiB of a 2^48-byte
+ * address space, 8,192 pointers = 64 KiB of zero-initialised BSS on 64-bit
+ * (pages of it never touched cost no memory), one pointer on 32-bit; a leaf
+ * is 3 x 32 GiB / OSMEM_MBLOCK_SIZE / 8 bytes: 12 KiB for 1 MiB megablocks.
  *
  * Readers take no lock: a leaf pointer is published with a release store
- * after the leaf is zeroed, and bits are read with relaxed loads. Writers (set,
- * clear) run under the pool lock and use atomic read-modify-write.
+ * after the leaf is zeroed. A free of megablocks that are handed out must
+ * win against a concurrent bad free of the same megablocks through a
+ * thread cache: the locked free clears `out` and then checks `cached`, the
+ * cache sets `cached` and then checks `out`, both sequentially consistent,
+ * so at most one of them succeeds.
  *
  * Addresses at or above 2^OSMEM__VA_BITS cannot be tracked; the library never
  * hands out memory there (osmem__heapmap_prepare refuses it).
@@ -48,19 +60,42 @@ OSMEM_HIDDEN int osmem__heapmap_prepare(uintptr_t start, size_t len,
                                         bool with_classes);
 
 /* Pool classes (0: memory bound to no node; k + 1: bound to node k), one per
- * megablock, handed out or pooled. Lock held. Where no class array was
- * prepared every megablock is class 0, and setting another class is ignored. */
+ * megablock, handed out or pooled. Written under the lock, on megablocks
+ * nobody holds. Where no class array was prepared every megablock is class
+ * 0, and setting another class is ignored. */
 OSMEM_HIDDEN void osmem__heapmap_set_class(uintptr_t start, size_t len,
                                            unsigned cls);
 OSMEM_HIDDEN unsigned osmem__heapmap_class(uintptr_t mblock);
 /* How many megablocks from start on (at most len) share start's class. */
 OSMEM_HIDDEN size_t osmem__heapmap_class_run(uintptr_t start, size_t len);
 
-/* Set or clear the bits of [start, start + len); leaves must exist. */
+/* `out` bits. Leaves must exist. Lock held. */
 OSMEM_HIDDEN void osmem__heapmap_set(uintptr_t start, size_t len);
 OSMEM_HIDDEN void osmem__heapmap_clear(uintptr_t start, size_t len);
+/* Clears the `out` bits of [start, start + len) if every megablock of it is
+ * handed out (out and not cached); otherwise changes nothing and returns
+ * false. Lock held; safe against thread caches running concurrently. */
+OSMEM_HIDDEN bool osmem__heapmap_claim_free(uintptr_t start, size_t len);
 
-/* Whether every megablock of [start, start + len) is handed out. */
+/* `cached` bits, lock-free. cache_claim sets the bits of [start, start+len)
+ * if every megablock of it is handed out, else changes nothing and returns
+ * false. cache_release clears them (the megablocks are handed out again, or
+ * leave the cache for the pool). */
+OSMEM_HIDDEN bool osmem__heapmap_cache_claim(uintptr_t start, size_t len);
+OSMEM_HIDDEN void osmem__heapmap_cache_release(uintptr_t start, size_t len);
+
+/* `resident` bits. Lock held. set: marks the range. take: clears the range
+ * and returns how many were set. */
+OSMEM_HIDDEN void osmem__heapmap_resident_set(uintptr_t start, size_t len);
+OSMEM_HIDDEN size_t osmem__heapmap_resident_take(uintptr_t start, size_t len);
+/* The first run of resident megablocks in [start, start + len): true and
+ * *run_start, *run_len, or false when there is none. */
+OSMEM_HIDDEN bool osmem__heapmap_resident_next(uintptr_t start, size_t len,
+                                               uintptr_t *run_start,
+                                               size_t *run_len);
+
+/* Whether every megablock of [start, start + len) is out of the pool (for
+ * the invariant checks). */
 OSMEM_HIDDEN bool osmem__heapmap_all_set(uintptr_t start, size_t len);
 
 /* Whether the megablock holding address p is handed out. Lock-free. */

@@ -28,6 +28,12 @@
 
 #define OSMEM__DEFAULT_DECOMMIT_THRESHOLD ((size_t)64 << 20)
 
+/* Thread caches: default and largest capacity, in megablocks. */
+#define OSMEM__CACHE_DEFAULT 16
+#define OSMEM__CACHE_SLOTS 64
+
+struct osmem__cache;
+
 struct osmem__state {
   atomic_bool ready;              /* set once init is done; read lock-free */
   struct osmem__os_caps caps;
@@ -38,16 +44,23 @@ struct osmem__state {
   uint16_t pool_classes[OSMEM__MAX_NODES]; /* classes made, in order */
   unsigned pool_class_count;
   bool classes;                   /* more than one node: keep classes */
-  bool numa_preferred;            /* OSMEM_NUMA_PREFERRED, else strict */
-  bool numa_interleave;           /* interleave fresh plain gets */
+  atomic_bool numa_preferred;     /* OSMEM_NUMA_PREFERRED, else strict */
+  atomic_bool numa_interleave;    /* interleave fresh plain gets */
   /* Fresh memory: the not yet handed out part [carve, carve_end) of the
    * newest reservation, handed out from the top down. */
   uintptr_t carve, carve_end;     /* byte addresses */
   size_t next_reserve;            /* bytes of the next reservation */
   size_t decommit_threshold;      /* bytes */
-  /* Counters reported by osmem_stats. */
+  enum osmem_decommit_mode decommit_mode;
+  size_t pooled_resident;         /* megablocks, all pools */
+  /* Thread caches (thread_cache.c): the capacity each may use, read
+   * without the lock; every cache ever made, and those without a thread. */
+  atomic_size_t cache_cap;
+  struct osmem__cache *caches, *idle_caches;
+  /* Counters reported by osmem_stats. in_use counts megablocks out of the
+   * pool: handed out, or in thread caches. */
   size_t in_use, peak;            /* megablocks */
-  uint64_t bytes_mapped, reservations, reserve_retries;
+  uint64_t bytes_mapped, reservations, reserve_retries, bytes_decommitted;
 };
 
 OSMEM_HIDDEN extern struct osmem__state osmem__g;
@@ -75,8 +88,15 @@ OSMEM_HIDDEN struct osmem__pool *osmem__class_pool(unsigned cls, bool create);
  * ENOMEM, state unchanged. *fresh: never handed out before. */
 OSMEM_HIDDEN int osmem__get_locked(size_t n, unsigned cls, bool plain,
                                    uintptr_t *mblock, bool *fresh);
-/* Returns handed-out megablocks [start, start + n) to their pools. */
-OSMEM_HIDDEN void osmem__free_locked(uintptr_t start, size_t n);
+/* Takes up to `most` megablocks (at least one) of class 0 from the low end
+ * of the pool, out of the pool, for a thread cache. false (nothing changed)
+ * when the pool is empty or no pool nodes can be set aside. */
+OSMEM_HIDDEN bool osmem__take_unbound_locked(size_t most,
+                                             struct osmem__range *out);
+/* Returns megablocks [start, start + n), out of the pool and no longer
+ * marked out in the heap map, to their pools; decommits what the threshold
+ * asks for. */
+OSMEM_HIDDEN void osmem__put_locked(uintptr_t start, size_t n);
 /* Unmaps every pooled range; bytes unmapped. */
 OSMEM_HIDDEN size_t osmem__release_locked(void);
 /* Decommits pooled ranges, lowest first, until under the threshold. */
@@ -86,6 +106,24 @@ OSMEM_HIDDEN void osmem__pools_sum(size_t *mblocks, size_t *resident,
                                    size_t *ranges);
 /* Every pool's invariants; 0 or the first broken one. */
 OSMEM_HIDDEN int osmem__pools_check(void);
+
+/* thread_cache.c. The calling thread's cache: get and free of at most
+ * OSMEM_THREAD_CACHE_RUN megablocks, without the lock. cache_get: true and
+ * *mblock when the cache had n megablocks of class cls. cache_free: 0 (the
+ * cache took them), EINVAL (not handed out: state unchanged), or -1 (the
+ * cache cannot take them: use the pool). */
+OSMEM_HIDDEN bool osmem__cache_get(size_t n, unsigned cls, uintptr_t *mblock);
+OSMEM_HIDDEN int osmem__cache_free(uintptr_t start, size_t n);
+/* After a get of one plain megablock missed the cache: moves a few more from
+ * the pool into the calling thread's cache. Lock held. */
+OSMEM_HIDDEN void osmem__cache_refill_locked(void);
+/* Empties every cache into the pool (release, threshold 0). Lock held. */
+OSMEM_HIDDEN void osmem__caches_drain_locked(void);
+/* The calling thread's cache into the pool; megablocks moved. */
+OSMEM_HIDDEN size_t osmem__cache_flush_mine(void);
+/* Sums over every cache. Lock held. */
+OSMEM_HIDDEN void osmem__caches_sum(uint64_t *cached, uint64_t *gets,
+                                    uint64_t *frees);
 
 /* For tests: checks the pool and counters agree. 0 or the broken invariant. */
 OSMEM_HIDDEN int osmem__check_invariants(void);

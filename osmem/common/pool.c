@@ -153,14 +153,12 @@ static void detach(struct osmem__pool *pool, node_t *n) {
   pool->root = tree_remove(pool->root, n->start);
   pool->ranges--;
   pool->mblocks -= n->len;
-  if (n->resident) pool->resident_mblocks -= n->len;
 }
 
 static void attach(struct osmem__pool *pool, node_t *n) {
   pool->root = tree_insert(pool->root, n);
   pool->ranges++;
   pool->mblocks += n->len;
-  if (n->resident) pool->resident_mblocks += n->len;
 }
 
 int osmem__pool_reserve_nodes(struct osmem__pool *pool, size_t count) {
@@ -179,37 +177,32 @@ int osmem__pool_reserve_nodes(struct osmem__pool *pool, size_t count) {
 }
 
 struct osmem__range osmem__pool_insert(struct osmem__pool *pool,
-                                       uintptr_t start, size_t len,
-                                       bool resident) {
+                                       uintptr_t start, size_t len) {
   node_t *below = find_below(pool->root, start);
   if (below && below->start + below->len == start) {
     detach(pool, below);
     start = below->start;
     len += below->len;
-    resident = resident || below->resident;
     put_spare(pool, below);
   }
   node_t *above = find_exact(pool->root, start + len);
   if (above) {
     detach(pool, above);
     len += above->len;
-    resident = resident || above->resident;
     put_spare(pool, above);
   }
   node_t *n = get_spare(pool);
   n->start = start;
   n->len = len;
-  n->resident = resident;
   attach(pool, n);
-  return (struct osmem__range){start, len, resident};
+  return (struct osmem__range){start, len};
 }
 
-bool osmem__pool_take(struct osmem__pool *pool, size_t len,
-                      struct osmem__range *out) {
-  node_t *n = find_fit(pool->root, len);
-  if (!n) return false;
+/* Takes len megablocks from the low end of node n. */
+static void take_low(struct osmem__pool *pool, node_t *n, size_t len,
+                     struct osmem__range *out) {
   detach(pool, n);
-  *out = (struct osmem__range){n->start, len, n->resident};
+  *out = (struct osmem__range){n->start, len};
   if (n->len == len) {
     put_spare(pool, n);
   } else {
@@ -217,6 +210,22 @@ bool osmem__pool_take(struct osmem__pool *pool, size_t len,
     n->len -= len;
     attach(pool, n);
   }
+}
+
+bool osmem__pool_take(struct osmem__pool *pool, size_t len,
+                      struct osmem__range *out) {
+  node_t *n = find_fit(pool->root, len);
+  if (!n) return false;
+  take_low(pool, n, len, out);
+  return true;
+}
+
+bool osmem__pool_take_upto(struct osmem__pool *pool, size_t most,
+                           struct osmem__range *out) {
+  node_t *n = pool->root;
+  if (!n) return false;
+  while (n->left) n = n->left;
+  take_low(pool, n, n->len < most ? n->len : most, out);
   return true;
 }
 
@@ -233,32 +242,22 @@ bool osmem__pool_pop_from(struct osmem__pool *pool, uintptr_t from,
   }
   if (!n) return false;
   detach(pool, n);
-  *out = (struct osmem__range){n->start, n->len, n->resident};
+  *out = (struct osmem__range){n->start, n->len};
   put_spare(pool, n);
   return true;
 }
 
-void osmem__pool_mark_decommitted(struct osmem__pool *pool, uintptr_t start) {
-  node_t *n = find_exact(pool->root, start);
-  if (n && n->resident) {
-    n->resident = false;
-    pool->resident_mblocks -= n->len;
-  }
-}
-
-static bool each_resident(node_t *t, bool (*fn)(void *, struct osmem__range),
-                          void *ctx) {
+static bool each(node_t *t, bool (*fn)(void *, struct osmem__range),
+                 void *ctx) {
   if (!t) return true;
-  if (!each_resident(t->left, fn, ctx)) return false;
-  if (t->resident && !fn(ctx, (struct osmem__range){t->start, t->len, true}))
-    return false;
-  return each_resident(t->right, fn, ctx);
+  if (!each(t->left, fn, ctx)) return false;
+  if (!fn(ctx, (struct osmem__range){t->start, t->len})) return false;
+  return each(t->right, fn, ctx);
 }
 
-void osmem__pool_each_resident(struct osmem__pool *pool,
-                               bool (*fn)(void *ctx, struct osmem__range r),
-                               void *ctx) {
-  each_resident(pool->root, fn, ctx);
+void osmem__pool_each(struct osmem__pool *pool,
+                      bool (*fn)(void *ctx, struct osmem__range r), void *ctx) {
+  each(pool->root, fn, ctx);
 }
 
 /* ------------------------------------------------------------ invariants */
@@ -266,7 +265,7 @@ void osmem__pool_each_resident(struct osmem__pool *pool,
 struct check_state {
   bool have_prev;
   uintptr_t prev_end;
-  size_t ranges, mblocks, resident;
+  size_t ranges, mblocks;
 };
 
 /* Returns 0 or the number of the broken invariant. */
@@ -288,17 +287,15 @@ static int check_subtree(const node_t *t, struct check_state *s) {
   s->prev_end = t->start + t->len;
   s->ranges++;
   s->mblocks += t->len;
-  if (t->resident) s->resident += t->len;
   return check_subtree(t->right, s);
 }
 
 int osmem__pool_check(const struct osmem__pool *pool) {
-  struct check_state s = {false, 0, 0, 0, 0};
+  struct check_state s = {false, 0, 0, 0};
   int err = check_subtree(pool->root, &s);
   if (err) return err;
   if (s.ranges != pool->ranges) return 7;
   if (s.mblocks != pool->mblocks) return 8;
-  if (s.resident != pool->resident_mblocks) return 9;
   size_t spares = 0;
   for (const node_t *n = pool->spare; n; n = n->right) spares++;
   if (spares != pool->spare_count) return 10;

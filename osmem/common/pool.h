@@ -26,7 +26,6 @@ struct osmem__pool_node {
   size_t len;        /* megablocks in the range */
   size_t max_len;    /* longest len in this subtree */
   int height;
-  bool resident;     /* may hold resident pages (freed since last decommit) */
 };
 
 struct osmem__pool {
@@ -38,7 +37,9 @@ struct osmem__pool {
   struct osmem__pool_node *fresh, *fresh_end;
   size_t ranges;                   /* nodes in the tree */
   size_t mblocks;                  /* megablocks in the tree */
-  size_t resident_mblocks;         /* megablocks in resident nodes */
+  size_t resident_mblocks;         /* pooled megablocks that may hold
+                                      resident pages (kept by the caller,
+                                      from the heap map's resident bits) */
   size_t handed_out;               /* megablocks of this pool's class handed
                                       out now (kept by the caller) */
 };
@@ -47,7 +48,6 @@ struct osmem__pool {
 struct osmem__range {
   uintptr_t start;
   size_t len;
-  bool resident;
 };
 
 /* Makes sure at least `count` nodes are available (spare or fresh). ENOMEM
@@ -63,30 +63,31 @@ OSMEM_HIDDEN size_t osmem__pool_spare_nodes(const struct osmem__pool *pool);
  * its neighbours. Uses at most one spare node, which must exist. Returns the
  * whole range it ended up in. */
 OSMEM_HIDDEN struct osmem__range osmem__pool_insert(struct osmem__pool *pool,
-                                                    uintptr_t start, size_t len,
-                                                    bool resident);
+                                                    uintptr_t start,
+                                                    size_t len);
 
 /* Takes len megablocks from the low end of the lowest-addressed range that
  * has room. false when no range is long enough. */
 OSMEM_HIDDEN bool osmem__pool_take(struct osmem__pool *pool, size_t len,
                                    struct osmem__range *out);
 
+/* Takes up to `most` megablocks (at least one) from the low end of the
+ * lowest-addressed range. false when the pool is empty. */
+OSMEM_HIDDEN bool osmem__pool_take_upto(struct osmem__pool *pool, size_t most,
+                                        struct osmem__range *out);
+
 /* Removes, whole, the lowest-addressed range that starts at or after `from`.
  * false when there is none. */
 OSMEM_HIDDEN bool osmem__pool_pop_from(struct osmem__pool *pool, uintptr_t from,
                                        struct osmem__range *out);
 
-/* Marks the range starting at `start` as not resident. */
-OSMEM_HIDDEN void osmem__pool_mark_decommitted(struct osmem__pool *pool,
-                                               uintptr_t start);
-
-/* Calls fn on every resident range in address order until fn returns false. */
-OSMEM_HIDDEN void osmem__pool_each_resident(
-    struct osmem__pool *pool, bool (*fn)(void *ctx, struct osmem__range r),
-    void *ctx);
+/* Calls fn on every range in address order until fn returns false. */
+OSMEM_HIDDEN void osmem__pool_each(struct osmem__pool *pool,
+                                   bool (*fn)(void *ctx, struct osmem__range r),
+                                   void *ctx);
 
 /* Checks every invariant of the tree (order, no touching ranges, heights,
- * balance, max_len, counters). Returns 0, or a positive number naming the
+ * balance, max_len, range and megablock counts). Returns 0, or a positive number naming the
  * first broken invariant. For tests; O(F). */
 OSMEM_HIDDEN int osmem__pool_check(const struct osmem__pool *pool);
 

@@ -1,11 +1,17 @@
 /*
  * Pools by NUMA class, and the get, free, release and decommit paths over
- * them. Class 0 holds memory bound to no node; class k + 1 memory bound to
+ * them (thread caches sit in front: thread_cache.c). Class 0 holds memory bound to no node; class k + 1 memory bound to
  * node k. A get for node k is served only from class k + 1 (or fresh memory,
  * then bound); a plain get tries class 0 first, then any node's pool. Each
  * megablock's class is kept in the heap map, so a free returns it to the
  * pool it came from. Classes exist only where there is more than one node;
  * elsewhere everything is class 0. All of it runs under the pool lock.
+ *
+ * Decommit is proportional to what is freed: the heap map marks each
+ * pooled megablock that may be resident, a free marks only what it frees,
+ * and when the pools are over the threshold it decommits only (part of) what
+ * it just freed. A megablock is thus decommitted at most once between two
+ * times it is handed out, and no free touches memory it did not free.
  */
 #include <config.h>
 
@@ -34,6 +40,26 @@ static struct osmem__pool *made_pool(unsigned i) {
   return osmem__g.node_pools[osmem__g.pool_classes[i] - 1];
 }
 
+/* ------------------------------------------------------ resident count */
+
+/* Pooled megablocks that may be resident: per pool and in all. */
+static void resident_add(struct osmem__pool *pool, size_t n) {
+  pool->resident_mblocks += n;
+  osmem__g.pooled_resident += n;
+}
+
+static void resident_sub(struct osmem__pool *pool, size_t n) {
+  pool->resident_mblocks -= n;
+  osmem__g.pooled_resident -= n;
+}
+
+/* Megablocks [start, start + n) leave the pool: their resident marks go. */
+static void left_pool(struct osmem__pool *pool, uintptr_t start, size_t n) {
+  resident_sub(pool, osmem__heapmap_resident_take(start, n));
+}
+
+/* ------------------------------------------------------------------- get */
+
 /* Takes n megablocks from one pool, with the nodes their frees will need;
  * false (nothing changed) when the pool has no fit or no nodes can be had. */
 static bool take_pooled(struct osmem__pool *pool, size_t n, uintptr_t *mblock,
@@ -41,10 +67,11 @@ static bool take_pooled(struct osmem__pool *pool, size_t n, uintptr_t *mblock,
   struct osmem__range r;
   if (!osmem__pool_take(pool, n, &r)) return false;
   if (osmem__pool_reserve_nodes(pool, pool->handed_out + n) != 0) {
-    osmem__pool_insert(pool, r.start, n, r.resident); /* exact undo */
+    osmem__pool_insert(pool, r.start, n); /* exact undo */
     *err = ENOMEM;
     return false;
   }
+  left_pool(pool, r.start, n);
   *mblock = r.start;
   return true;
 }
@@ -60,15 +87,24 @@ static struct osmem__pool *take_any(size_t n, uintptr_t *mblock, int *err) {
   return NULL;
 }
 
+/* Counts n megablocks of `pool` as out of the pool. */
+static void count_out(struct osmem__pool *pool, uintptr_t start, size_t n) {
+  struct osmem__state *g = &osmem__g;
+  osmem__heapmap_set(start, n);
+  pool->handed_out += n;
+  g->in_use += n;
+  if (g->in_use > g->peak) g->peak = g->in_use;
+}
+
 /*
  * Hands out n megablocks of class cls (or, for a plain get, cls 0 and any
  * pool). 0 or ENOMEM with the state unchanged; *fresh tells whether the
  * memory was never handed out before.
  *
- * Every megablock handed out keeps one pool node of its class set aside for
- * its free (a free adds at most one range), so that a free never needs
- * memory. The nodes are set aside only once the memory is certain, so that a
- * get the OS refuses maps no bookkeeping.
+ * Every megablock out of the pool keeps one pool node of its class set
+ * aside for its free (a free adds at most one range), so that a free never
+ * needs memory. The nodes are set aside only once the memory is certain, so
+ * that a get the OS refuses maps no bookkeeping.
  */
 int osmem__get_locked(size_t n, unsigned cls, bool plain, uintptr_t *mblock,
                       bool *fresh) {
@@ -88,64 +124,110 @@ int osmem__get_locked(size_t n, unsigned cls, bool plain, uintptr_t *mblock,
     if (osmem__fresh_take(n, pool, nodes, mblock) != 0) return ENOMEM;
     osmem__heapmap_set_class(*mblock, n, cls);
   }
-  osmem__heapmap_set(*mblock, n);
-  pool->handed_out += n;
-  g->in_use += n;
-  if (g->in_use > g->peak) g->peak = g->in_use;
+  count_out(pool, *mblock, n);
   return 0;
+}
+
+bool osmem__take_unbound_locked(size_t most, struct osmem__range *out) {
+  struct osmem__pool *pool = &osmem__g.pool;
+  if (!osmem__pool_take_upto(pool, most, out)) return false;
+  if (osmem__pool_reserve_nodes(pool, pool->handed_out + out->len) != 0) {
+    osmem__pool_insert(pool, out->start, out->len); /* exact undo */
+    return false;
+  }
+  left_pool(pool, out->start, out->len);
+  count_out(pool, out->start, out->len);
+  return true;
 }
 
 /* ------------------------------------------------------------- decommit */
 
-static size_t resident_total(void) {
+static size_t threshold_mblocks(void) {
+  return osmem__g.decommit_threshold >> OSMEM_MBLOCK_SHIFT;
+}
+
+static bool decommit_on(void) {
+  return osmem__g.caps.can_decommit &&
+         osmem__g.decommit_mode != OSMEM_DECOMMIT_NEVER;
+}
+
+/* Decommits pooled, resident megablocks [start, start + n) of `pool`. */
+static void decommit(struct osmem__pool *pool, uintptr_t start, size_t n) {
   struct osmem__state *g = &osmem__g;
-  size_t total = g->pool.resident_mblocks;
-  for (unsigned i = 0; i < g->pool_class_count; i++)
-    total += made_pool(i)->resident_mblocks;
-  return total;
+  size_t bytes = n << OSMEM_MBLOCK_SHIFT;
+  if (osmem__os_decommit((void *)(start << OSMEM_MBLOCK_SHIFT), bytes,
+                         g->decommit_mode == OSMEM_DECOMMIT_EAGER) != 0)
+    return; /* stays marked resident; a later free may try again */
+  left_pool(pool, start, n);
+  g->bytes_decommitted += bytes;
 }
 
-static bool over_threshold(void) {
-  return resident_total() > osmem__g.decommit_threshold >> OSMEM_MBLOCK_SHIFT;
+/* After [start, start + n) joined `pool` as resident: if the pool is now
+ * over the threshold, decommit the excess out of those megablocks only (the
+ * high end: gets take the low end first). */
+static void decommit_freed(struct osmem__pool *pool, uintptr_t start,
+                           size_t n) {
+  size_t limit = threshold_mblocks();
+  if (!decommit_on() || osmem__g.pooled_resident <= limit) return;
+  size_t excess = osmem__g.pooled_resident - limit;
+  size_t count = excess < n ? excess : n;
+  decommit(pool, start + n - count, count);
 }
 
-static void decommit_range(struct osmem__pool *pool, struct osmem__range r) {
-  if (osmem__os_decommit((void *)(r.start << OSMEM_MBLOCK_SHIFT),
-                         r.len << OSMEM_MBLOCK_SHIFT) == 0)
-    osmem__pool_mark_decommitted(pool, r.start);
-}
+struct decommit_walk {
+  struct osmem__pool *pool;
+};
 
-static bool decommit_while_over(void *ctx, struct osmem__range r) {
-  if (!over_threshold()) return false;
-  decommit_range(ctx, r);
-  return true;
+/* Decommits the resident runs of range r while the pools are over the
+ * threshold; false to stop the walk. */
+static bool decommit_range_over(void *ctx, struct osmem__range r) {
+  struct decommit_walk *w = ctx;
+  uintptr_t at, end = r.start + r.len;
+  size_t run;
+  while (osmem__g.pooled_resident > threshold_mblocks() &&
+         osmem__heapmap_resident_next(r.start, end - r.start, &at, &run)) {
+    size_t excess = osmem__g.pooled_resident - threshold_mblocks();
+    if (run > excess) run = excess;
+    size_t before = osmem__g.pooled_resident;
+    decommit(w->pool, at, run);
+    if (osmem__g.pooled_resident == before) return false; /* OS said no */
+    r.len = end - (at + run);
+    r.start = at + run;
+  }
+  return osmem__g.pooled_resident > threshold_mblocks();
 }
 
 void osmem__decommit_over_threshold(void) {
   struct osmem__state *g = &osmem__g;
-  if (!g->caps.can_decommit) return;
-  osmem__pool_each_resident(&g->pool, decommit_while_over, &g->pool);
+  if (!decommit_on()) return;
+  struct decommit_walk w = {&g->pool};
+  osmem__pool_each(&g->pool, decommit_range_over, &w);
   for (unsigned i = 0; i < g->pool_class_count; i++) {
-    struct osmem__pool *pool = made_pool(i);
-    osmem__pool_each_resident(pool, decommit_while_over, pool);
+    w.pool = made_pool(i);
+    osmem__pool_each(w.pool, decommit_range_over, &w);
   }
 }
 
 /* ------------------------------------------------------------------ free */
 
-void osmem__free_locked(uintptr_t start, size_t n) {
+/* The class runs of [start, start + n): where there is one node, the whole
+ * range is class 0 and the heap map is not walked. */
+static size_t class_run(uintptr_t start, size_t n) {
+  return osmem__g.classes ? osmem__heapmap_class_run(start, n) : n;
+}
+
+void osmem__put_locked(uintptr_t start, size_t n) {
   struct osmem__state *g = &osmem__g;
-  osmem__heapmap_clear(start, n);
   g->in_use -= n;
   for (size_t run; n > 0; start += run, n -= run) {
-    run = osmem__heapmap_class_run(start, n);
+    run = class_run(start, n);
     struct osmem__pool *pool =
         osmem__class_pool(osmem__heapmap_class(start), false);
     pool->handed_out -= run;
-    struct osmem__range r = osmem__pool_insert(pool, start, run, true);
-    /* Decommit the range just freed (with its neighbours) once the pooled
-     * memory that may be resident is over the threshold. */
-    if (g->caps.can_decommit && over_threshold()) decommit_range(pool, r);
+    osmem__pool_insert(pool, start, run);
+    osmem__heapmap_resident_set(start, run);
+    resident_add(pool, run);
+    decommit_freed(pool, start, run);
   }
 }
 
@@ -160,9 +242,10 @@ static size_t release_pool(struct osmem__pool *pool) {
     size_t bytes = r.len << OSMEM_MBLOCK_SHIFT;
     from = r.start + r.len;
     if (osmem__os_unmap((void *)(r.start << OSMEM_MBLOCK_SHIFT), bytes)) {
-      osmem__pool_insert(pool, r.start, r.len, r.resident); /* stays pooled */
+      osmem__pool_insert(pool, r.start, r.len); /* stays pooled */
       continue;
     }
+    left_pool(pool, r.start, r.len);
     released += bytes;
     g->bytes_mapped -= bytes;
   }
@@ -183,20 +266,41 @@ size_t osmem__release_locked(void) {
 void osmem__pools_sum(size_t *mblocks, size_t *resident, size_t *ranges) {
   struct osmem__state *g = &osmem__g;
   *mblocks = g->pool.mblocks;
-  *resident = g->pool.resident_mblocks;
+  *resident = g->pooled_resident;
   *ranges = g->pool.ranges;
   for (unsigned i = 0; i < g->pool_class_count; i++) {
     const struct osmem__pool *pool = made_pool(i);
     *mblocks += pool->mblocks;
-    *resident += pool->resident_mblocks;
     *ranges += pool->ranges;
   }
 }
 
+struct resident_check {
+  size_t resident;
+  bool out_set; /* some pooled megablock is marked out of the pool */
+};
+
+static bool count_resident(void *ctx, struct osmem__range r) {
+  struct resident_check *c = ctx;
+  uintptr_t at, end = r.start + r.len;
+  size_t run;
+  for (uintptr_t from = r.start;
+       from < end && osmem__heapmap_resident_next(from, end - from, &at, &run);
+       from = at + run)
+    c->resident += run;
+  for (uintptr_t m = r.start; m < end && !c->out_set; m++)
+    c->out_set = osmem__heapmap_all_set(m, 1);
+  return true;
+}
+
 /* 0, or the number of the first broken invariant. */
-static int check_pool(const struct osmem__pool *pool) {
+static int check_pool(struct osmem__pool *pool) {
   int err = osmem__pool_check(pool);
   if (!err && osmem__pool_spare_nodes(pool) < pool->handed_out) err = 20;
+  struct resident_check c = {0, false};
+  if (!err) osmem__pool_each(pool, count_resident, &c);
+  if (!err && c.resident != pool->resident_mblocks) err = 25;
+  if (!err && c.out_set) err = 26;
   return err;
 }
 
@@ -204,11 +308,14 @@ int osmem__pools_check(void) {
   struct osmem__state *g = &osmem__g;
   int err = check_pool(&g->pool);
   size_t handed_out = g->pool.handed_out;
+  size_t resident = g->pool.resident_mblocks;
   for (unsigned i = 0; i < g->pool_class_count && !err; i++) {
-    const struct osmem__pool *pool = made_pool(i);
+    struct osmem__pool *pool = made_pool(i);
     err = check_pool(pool);
     handed_out += pool->handed_out;
+    resident += pool->resident_mblocks;
   }
   if (!err && handed_out != g->in_use) err = 24;
+  if (!err && resident != g->pooled_resident) err = 27;
   return err;
 }

@@ -21,7 +21,11 @@ static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 /* Held across fork() so that the child gets the pool in a consistent state
  * and the lock free (the forking thread is the one that unlocks it). */
 static void before_fork(void) { pthread_mutex_lock(&pool_lock); }
-static void after_fork(void) { pthread_mutex_unlock(&pool_lock); }
+static void after_fork_parent(void) { pthread_mutex_unlock(&pool_lock); }
+static void after_fork_child(void) {
+  osmem__fork_child_locked();
+  pthread_mutex_unlock(&pool_lock);
+}
 
 /* Registered before the lock is first taken, so that no fork can ever find
  * it held without the handlers in place. pthread_atfork can only fail with
@@ -29,7 +33,7 @@ static void after_fork(void) { pthread_mutex_unlock(&pool_lock); }
  * thread holds the lock could find it held. */
 static pthread_once_t fork_handlers_once = PTHREAD_ONCE_INIT;
 static void register_fork_handlers(void) {
-  (void)pthread_atfork(before_fork, after_fork, after_fork);
+  (void)pthread_atfork(before_fork, after_fork_parent, after_fork_child);
 }
 
 void osmem__os_lock(void) {
@@ -38,6 +42,23 @@ void osmem__os_lock(void) {
 }
 
 void osmem__os_unlock(void) { pthread_mutex_unlock(&pool_lock); }
+
+/* ----------------------------------------------------------- thread exit */
+
+/* A key whose destructor runs at thread exit for threads that set it. */
+static pthread_key_t exit_key;
+static int exit_key_err;
+static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
+
+static void make_exit_key(void) {
+  exit_key_err = pthread_key_create(&exit_key, osmem__thread_exit);
+}
+
+int osmem__os_at_thread_exit(void *arg) {
+  pthread_once(&exit_key_once, make_exit_key);
+  if (exit_key_err) return exit_key_err;
+  return pthread_setspecific(exit_key, arg);
+}
 
 /* ------------------------------------------------------------------- init */
 
@@ -70,9 +91,9 @@ int osmem__os_unmap(void *p, size_t size) {
 static atomic_bool madv_free_works = true;
 #endif
 
-int osmem__os_decommit(void *p, size_t size) {
+int osmem__os_decommit(void *p, size_t size, bool eager) {
 #ifdef MADV_FREE
-  if (atomic_load_explicit(&madv_free_works, memory_order_relaxed)) {
+  if (!eager && atomic_load_explicit(&madv_free_works, memory_order_relaxed)) {
     if (osmem__posix_madvise(p, size, MADV_FREE) == 0) return 0;
     if (errno != EINVAL) return errno;
     atomic_store_explicit(&madv_free_works, false, memory_order_relaxed);

@@ -22,6 +22,12 @@ void osmem__os_unlock(void) {
   atomic_flag_clear_explicit(&pool_lock, memory_order_release);
 }
 
+/* One thread: it never exits while the library runs. */
+int osmem__os_at_thread_exit(void *arg) {
+  (void)arg;
+  return 0;
+}
+
 void osmem__os_init(struct osmem__os_caps *caps) {
   *caps = (struct osmem__os_caps){
       .name = "wasm",

@@ -57,7 +57,7 @@ int osmem__os_unmap(void *p, size_t size) {
 }
 
 /* Nor decommitted: there is no madvise. */
-int osmem__os_decommit(void *p, size_t size) {
-  (void)p, (void)size;
+int osmem__os_decommit(void *p, size_t size, bool eager) {
+  (void)p, (void)size, (void)eager;
   return 0;
 }

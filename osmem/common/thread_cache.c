@@ -1,0 +1,305 @@
+/*
+ * Thread caches: each thread keeps the few megablocks it last freed in a
+ * small array of its own, in front of the pool. A get or free of at most
+ * OSMEM_THREAD_CACHE_RUN megablocks that the cache can serve takes no lock
+ * and touches no memory shared with other threads but the heap map's
+ * `cached` bits, which are striped so that neighbouring megablocks do not
+ * share a cache line (heapmap.h).
+ *
+ * A slot holds one run of megablocks packed in 64 bits, so that it can be
+ * emptied with one atomic exchange: the owner empties slots that way when it
+ * takes from its cache, and so does any thread holding the pool lock that
+ * drains the cache (release, fork, a thread's exit). Only the owner fills
+ * slots, and only the owner moves `top`; a drainer only empties slots, so a
+ * slot the owner sees empty stays empty until the owner fills it.
+ *
+ * Counts: the owner adds what it caches and takes out (`pushed`, `popped`),
+ * lock holders what they drain (`removed`); the megablocks held are
+ * pushed - popped - removed. Every counter has one writer at a time, so none
+ * needs a read-modify-write on the fast path.
+ */
+#include <config.h>
+
+#include <errno.h>
+
+#include "heapmap.h"
+#include "internal.h"
+
+struct osmem__cache {
+  _Atomic uint64_t slot[OSMEM__CACHE_SLOTS]; /* 0: empty */
+  unsigned top;                    /* owner only: slots >= top are empty */
+  atomic_uint_least64_t pushed, popped, gets, frees; /* owner writes */
+  atomic_uint_least64_t removed;   /* lock holders write */
+  struct osmem__cache *next;       /* every cache (lock) */
+  struct osmem__cache *next_idle;  /* caches without a thread (lock) */
+  bool idle;                       /* on the idle list (lock) */
+};
+
+/* ----------------------------------------------------------------- slots */
+
+/* A slot's run: bit 63 marks it used; class in bits 48-59, length in 40-47,
+ * first megablock number in 0-39 (megablock numbers are below 2^32). */
+#define USED ((uint64_t)1 << 63)
+
+static uint64_t pack(uintptr_t start, size_t len, unsigned cls) {
+  return USED | (uint64_t)cls << 48 | (uint64_t)len << 40 | (uint64_t)start;
+}
+static uintptr_t run_start(uint64_t e) {
+  return (uintptr_t)(e & (((uint64_t)1 << 40) - 1));
+}
+static size_t run_len(uint64_t e) { return (size_t)((e >> 40) & 0xff); }
+static unsigned run_cls(uint64_t e) { return (unsigned)((e >> 48) & 0xfff); }
+
+/* ------------------------------------------------------- the thread's own */
+
+#if defined(__ELF__) && (defined(__GNUC__) || defined(__clang__))
+/* The library's own two thread-locals fit the static TLS any loader keeps
+ * spare, and initial-exec spares the fast path a __tls_get_addr call. */
+#define TLS_MODEL __attribute__((tls_model("initial-exec")))
+#else
+#define TLS_MODEL
+#endif
+
+static _Thread_local struct osmem__cache *mine TLS_MODEL;
+static _Thread_local bool exiting TLS_MODEL; /* its cache is gone for good */
+
+static uint64_t load(atomic_uint_least64_t *c) {
+  return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+/* A counter with one writer at a time: no read-modify-write needed. */
+static void bump(atomic_uint_least64_t *c, uint64_t by) {
+  atomic_store_explicit(c, load(c) + by, memory_order_relaxed);
+}
+
+static size_t held(struct osmem__cache *c) {
+  return (size_t)(load(&c->pushed) - load(&c->popped) - load(&c->removed));
+}
+
+static size_t capacity(void) {
+  return atomic_load_explicit(&osmem__g.cache_cap, memory_order_relaxed);
+}
+
+/* ------------------------------------------------------------------- get */
+
+bool osmem__cache_get(size_t n, unsigned cls, uintptr_t *mblock) {
+  struct osmem__cache *c = mine;
+  if (!c) return false;
+  for (unsigned i = c->top; i-- > 0;) {
+    uint64_t e = atomic_load_explicit(&c->slot[i], memory_order_relaxed);
+    if (!e || run_cls(e) != cls || run_len(e) < n) continue;
+    e = atomic_exchange_explicit(&c->slot[i], 0, memory_order_acquire);
+    if (!e) continue; /* drained a moment ago */
+    uintptr_t start = run_start(e);
+    if (run_len(e) > n) /* the rest stays: the slot is ours and empty */
+      atomic_store_explicit(&c->slot[i], pack(start + n, run_len(e) - n, cls),
+                            memory_order_relaxed);
+    while (c->top > 0 && !atomic_load_explicit(&c->slot[c->top - 1],
+                                               memory_order_relaxed))
+      c->top--;
+    osmem__heapmap_cache_release(start, n);
+    bump(&c->popped, n);
+    bump(&c->gets, 1);
+    *mblock = start;
+    return true;
+  }
+  return false;
+}
+
+/* ----------------------------------------------------- back to the pool */
+
+/* Sorts runs by address (at most OSMEM__CACHE_SLOTS: insertion sort). */
+static void sort_runs(uint64_t *e, unsigned n) {
+  for (unsigned i = 1; i < n; i++) {
+    uint64_t x = e[i];
+    unsigned j = i;
+    for (; j > 0 && run_start(e[j - 1]) > run_start(x); j--) e[j] = e[j - 1];
+    e[j] = x;
+  }
+}
+
+/* Returns runs to the pool, neighbours merged so that each stretch is one
+ * insert and at most one decommit. Lock held. Megablocks moved. */
+static size_t return_runs(uint64_t *e, unsigned n) {
+  size_t moved = 0;
+  sort_runs(e, n);
+  for (unsigned i = 0; i < n;) {
+    uintptr_t start = run_start(e[i]);
+    size_t len = 0;
+    for (; i < n && run_start(e[i]) == start + len; i++) len += run_len(e[i]);
+    osmem__heapmap_clear(start, len);         /* out of the pool: no more */
+    osmem__heapmap_cache_release(start, len); /* then not cached either */
+    osmem__put_locked(start, len);
+    moved += len;
+  }
+  return moved;
+}
+
+/* Empties c into the pool but for its newest `keep` megablocks, which the
+ * owner (only) moves to the bottom slots. Lock held. Megablocks moved. */
+static size_t drain_locked(struct osmem__cache *c, size_t keep, bool owner) {
+  uint64_t got[OSMEM__CACHE_SLOTS];
+  unsigned n = 0, limit = owner ? c->top : OSMEM__CACHE_SLOTS;
+  for (unsigned i = 0; i < limit; i++) {
+    uint64_t e = atomic_exchange_explicit(&c->slot[i], 0, memory_order_acquire);
+    if (e) got[n++] = e;
+  }
+  unsigned first_kept = n;
+  size_t kept = 0;
+  if (owner) {
+    while (first_kept > 0 && kept + run_len(got[first_kept - 1]) <= keep)
+      kept += run_len(got[--first_kept]);
+    for (unsigned j = first_kept; j < n; j++)
+      atomic_store_explicit(&c->slot[j - first_kept], got[j],
+                            memory_order_relaxed);
+    c->top = n - first_kept;
+  }
+  size_t moved = return_runs(got, first_kept);
+  atomic_fetch_add_explicit(&c->removed, moved, memory_order_relaxed);
+  return moved;
+}
+
+/* A cache whose thread is gone: drained and kept for the next new thread. */
+static void make_idle_locked(struct osmem__cache *c, bool owner) {
+  drain_locked(c, 0, owner);
+  c->top = 0;
+  if (c->idle) return;
+  c->idle = true;
+  c->next_idle = osmem__g.idle_caches;
+  osmem__g.idle_caches = c;
+}
+
+void osmem__caches_drain_locked(void) {
+  for (struct osmem__cache *c = osmem__g.caches; c; c = c->next)
+    drain_locked(c, 0, c == mine);
+}
+
+size_t osmem__cache_flush_mine(void) {
+  struct osmem__cache *c = mine;
+  if (!c) return 0;
+  osmem__os_lock();
+  size_t moved = drain_locked(c, 0, true);
+  osmem__os_unlock();
+  return moved;
+}
+
+void osmem__thread_exit(void *arg) {
+  struct osmem__cache *c = arg;
+  osmem__os_lock();
+  make_idle_locked(c, true);
+  osmem__os_unlock();
+  mine = NULL;
+  exiting = true; /* frees from later destructors go to the pool */
+}
+
+/* The child of a fork has only the forking thread: every other thread's
+ * cache goes back to the pool, and its cache to the idle list. */
+void osmem__fork_child_locked(void) {
+  for (struct osmem__cache *c = osmem__g.caches; c; c = c->next)
+    if (c != mine) make_idle_locked(c, false);
+}
+
+/* ------------------------------------------------------------- new cache */
+
+/* Caches are never freed: the first few live here, the rest in bookkeeping
+ * memory taken a chunk at a time. */
+#define STATIC_CACHES 4
+#define CACHE_CHUNK_BYTES ((size_t)64 * 1024)
+static struct osmem__cache static_caches[STATIC_CACHES];
+static unsigned static_used;
+static struct osmem__cache *chunk_next, *chunk_end;
+
+static struct osmem__cache *new_cache_locked(void) {
+  struct osmem__cache *c;
+  if (static_used < STATIC_CACHES) {
+    c = &static_caches[static_used++];
+  } else {
+    if (chunk_next == chunk_end) {
+      void *mem;
+      if (osmem__os_meta_alloc(CACHE_CHUNK_BYTES, &mem) != 0) return NULL;
+      chunk_next = mem;
+      chunk_end = chunk_next + CACHE_CHUNK_BYTES / sizeof *c;
+    }
+    c = chunk_next++;
+  }
+  c->next = osmem__g.caches;
+  osmem__g.caches = c;
+  return c;
+}
+
+static struct osmem__cache *adopt_cache(void) {
+  if (exiting) return NULL;
+  osmem__os_lock();
+  struct osmem__cache *c = osmem__g.idle_caches;
+  if (c) {
+    osmem__g.idle_caches = c->next_idle;
+    c->idle = false;
+  } else {
+    c = new_cache_locked();
+  }
+  osmem__os_unlock();
+  if (c && osmem__os_at_thread_exit(c) != 0) {
+    osmem__os_lock(); /* it could never be given back at exit */
+    make_idle_locked(c, true);
+    osmem__os_unlock();
+    c = NULL;
+  }
+  mine = c;
+  return c;
+}
+
+/* ------------------------------------------------------------------ free */
+
+int osmem__cache_free(uintptr_t start, size_t n) {
+  size_t cap = capacity();
+  if (n > cap || exiting) return -1;
+  if (!osmem__heapmap_cache_claim(start, n)) return EINVAL;
+  unsigned cls = osmem__heapmap_class(start);
+  struct osmem__cache *c = mine;
+  if ((n > 1 && osmem__heapmap_class_run(start, n) < n) ||
+      (!c && !(c = adopt_cache()))) {
+    osmem__heapmap_cache_release(start, n); /* the pool path takes it */
+    return -1;
+  }
+  if (held(c) + n > cap || c->top == OSMEM__CACHE_SLOTS) {
+    size_t keep = cap / 2 < cap - n ? cap / 2 : cap - n;
+    osmem__os_lock();
+    drain_locked(c, keep, true);
+    osmem__os_unlock();
+  }
+  atomic_store_explicit(&c->slot[c->top++], pack(start, n, cls),
+                        memory_order_release);
+  bump(&c->pushed, n);
+  bump(&c->frees, 1);
+  return 0;
+}
+
+/* ---------------------------------------------------------------- refill */
+
+void osmem__cache_refill_locked(void) {
+  struct osmem__cache *c = mine;
+  size_t want = capacity() / 2;
+  if (want > OSMEM_THREAD_CACHE_RUN) want = OSMEM_THREAD_CACHE_RUN;
+  if (!c || want == 0 || held(c) != 0 || c->top == OSMEM__CACHE_SLOTS) return;
+  struct osmem__range r;
+  if (!osmem__take_unbound_locked(want, &r)) return;
+  if (!osmem__heapmap_cache_claim(r.start, r.len)) { /* cannot happen */
+    osmem__heapmap_clear(r.start, r.len);
+    osmem__put_locked(r.start, r.len);
+    return;
+  }
+  atomic_store_explicit(&c->slot[c->top++], pack(r.start, r.len, 0),
+                        memory_order_release);
+  bump(&c->pushed, r.len);
+}
+
+/* ------------------------------------------------------------ statistics */
+
+void osmem__caches_sum(uint64_t *cached, uint64_t *gets, uint64_t *frees) {
+  *cached = *gets = *frees = 0;
+  for (struct osmem__cache *c = osmem__g.caches; c; c = c->next) {
+    *cached += held(c);
+    *gets += load(&c->gets);
+    *frees += load(&c->frees);
+  }
+}
