@@ -929,7 +929,14 @@ Test(decommit, threshold_zero_decommits_each_free) {
   assert_invariants();
 }
 
-Test(decommit, exceeding_default_threshold_decommits_only_what_was_freed) {
+/* The megablocks a free over the threshold leaves resident: a little below
+ * the threshold, so that frees near it batch their decommits. */
+static size_t after_free_target(size_t t) {
+  size_t slack = t / 8 < 32 ? t / 8 : 32;
+  return t - slack;
+}
+
+Test(decommit, exceeding_default_threshold_decommits_highest_down_to_below) {
   pool_direct();
   const size_t t = test_threshold();
   char *p = osmem_get_mblocks(t + 1);
@@ -941,16 +948,24 @@ Test(decommit, exceeding_default_threshold_decommits_only_what_was_freed) {
   cr_assert_eq(stats_now().mblocks_pooled_resident, t);
   cr_assert_eq(osmem_free_mblocks(p, 1), 0);
   assert_invariants();
-  cr_assert_eq(n_advs, DECOMMITS(1));
-  if (OS_CAN_DECOMMIT) { /* not the range it coalesced with */
-    cr_assert_eq(advs[0].addr, p, "the megablock just freed");
-    cr_assert_eq(advs[0].len, MB);
+  cr_assert_eq(n_advs, DECOMMITS(1), "one run, one call");
+  size_t left = after_free_target(t), gone = t + 1 - left;
+  if (OS_CAN_DECOMMIT) { /* the highest addresses: reused last */
+    cr_assert_eq(advs[0].addr, p + left * MB);
+    cr_assert_eq(advs[0].len, gone * MB);
   }
   struct osmem_stats s = stats_now();
-  cr_assert_eq(s.mblocks_pooled_resident, OS_CAN_DECOMMIT ? t : t + 1);
-  cr_assert_eq(s.bytes_decommitted, OS_CAN_DECOMMIT ? MB : 0);
+  cr_assert_eq(s.mblocks_pooled_resident, OS_CAN_DECOMMIT ? left : t + 1);
+  cr_assert_eq(s.bytes_decommitted, OS_CAN_DECOMMIT ? gone * MB : 0);
   cr_assert_eq(s.mblocks_pooled, t + 1);
   cr_assert_eq(s.pool_ranges, 1);
+  /* Decommitted megablocks are not decommitted again: the next free over
+   * the threshold decommits only resident ones. */
+  char *q = osmem_get_mblocks(1);
+  cr_assert_eq(q, p, "lowest first: a resident megablock");
+  cr_assert_eq(osmem_free_mblocks(q, 1), 0);
+  cr_assert_eq(n_advs, DECOMMITS(1), "back to where it was: no call");
+  assert_invariants();
 }
 
 Test(decommit, large_threshold_makes_no_madvise) {
@@ -966,7 +981,7 @@ Test(decommit, large_threshold_makes_no_madvise) {
   assert_invariants();
 }
 
-Test(decommit, lowering_threshold_decommits_at_once_lowest_first) {
+Test(decommit, lowering_threshold_decommits_at_once_highest_first) {
   pool_direct();
   char *p = osmem_get_mblocks(14);
   cr_assert_not_null(p);
@@ -985,7 +1000,7 @@ Test(decommit, lowering_threshold_decommits_at_once_lowest_first) {
   cr_assert_eq(s1.os_madvise, s0.os_madvise + DECOMMITS(1));
   cr_assert_eq(n_advs, DECOMMITS(1));
   if (OS_CAN_DECOMMIT) {
-    cr_assert_eq(advs[0].addr, p, "the lowest range first");
+    cr_assert_eq(advs[0].addr, p + 10 * MB, "the highest range first");
     cr_assert_eq(advs[0].len, 4 * MB);
   }
   cr_assert_eq(s1.mblocks_pooled_resident, OS_CAN_DECOMMIT ? 8 : 12,
@@ -995,7 +1010,7 @@ Test(decommit, lowering_threshold_decommits_at_once_lowest_first) {
   cr_assert_eq(n_advs, DECOMMITS(3));
   if (OS_CAN_DECOMMIT) {
     cr_assert_eq(advs[1].addr, p + 5 * MB);
-    cr_assert_eq(advs[2].addr, p + 10 * MB);
+    cr_assert_eq(advs[2].addr, p);
     cr_assert_eq(advs[2].len, 4 * MB);
   }
   struct osmem_stats s2 = stats_now();
@@ -1071,10 +1086,11 @@ Test(decommit, other_madvise_error_keeps_range_resident) {
   madv_free_errno = 0;
   cr_assert_eq(osmem_free_mblocks(p + 2 * MB, 1), 0);
   assert_invariants();
-  cr_assert_eq(n_advs, 2);
+  cr_assert_eq(n_advs, 3, "the new free, then the one that failed");
   cr_assert_eq(advs[1].arg, MADV_FREE, "MADV_FREE still in use");
-  cr_assert_eq(advs[1].addr, p + 2 * MB);
-  cr_assert_eq(stats_now().mblocks_pooled_resident, 1);
+  cr_assert_eq(advs[1].addr, p + 2 * MB, "highest first");
+  cr_assert_eq(advs[2].addr, p, "retried");
+  cr_assert_eq(stats_now().mblocks_pooled_resident, 0);
 }
 #endif
 

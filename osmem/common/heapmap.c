@@ -36,13 +36,20 @@
 
 typedef atomic_uint_least64_t word_t;
 
+#define SUM_WORDS ((LEAF_WORDS + 63) / 64)
+
 struct leaf {
   word_t out[LEAF_WORDS];
   word_t cached[LEAF_WORDS];
   uint64_t resident[LEAF_WORDS];
+  uint64_t resident_sum[SUM_WORDS]; /* bit i: resident[i] != 0 */
 };
 
 static struct leaf *_Atomic top[TOP_ENTRIES];
+
+/* Bit i: leaf i has a resident megablock (lock held). With the per-leaf
+ * summaries, the highest resident megablock is found in a few word reads. */
+static uint64_t resident_leaves[(TOP_ENTRIES + 63) / 64];
 
 static struct leaf *leaf_of(uintptr_t mblock) {
   return atomic_load_explicit(&top[mblock >> LEAF_BITS_SHIFT],
@@ -297,17 +304,76 @@ bool osmem__heapmap_contains(const void *p) {
 
 /* ------------------------------------------------------ resident bits */
 
+/* Word i of lf's resident bits changed: keeps the summaries true. */
+static void resident_word_changed(struct leaf *lf, uintptr_t leaf_index,
+                                  size_t i) {
+  uint64_t bit = (uint64_t)1 << (i & 63);
+  if (lf->resident[i]) {
+    lf->resident_sum[i >> 6] |= bit;
+  } else {
+    lf->resident_sum[i >> 6] &= ~bit;
+    for (size_t k = 0; k < SUM_WORDS; k++)
+      if (lf->resident_sum[k]) return;
+  }
+  uint64_t leaf_bit = (uint64_t)1 << (leaf_index & 63);
+  if (lf->resident[i])
+    resident_leaves[leaf_index >> 6] |= leaf_bit;
+  else
+    resident_leaves[leaf_index >> 6] &= ~leaf_bit;
+}
+
 void osmem__heapmap_resident_set(uintptr_t start, size_t len) {
-  FOR_EACH_WORD(start, len, lf, i, mask, lf->resident[i] |= mask);
+  FOR_EACH_WORD(start, len, lf, i, mask, {
+    lf->resident[i] |= mask;
+    resident_word_changed(lf, at_ >> LEAF_BITS_SHIFT, i);
+  });
 }
 
 size_t osmem__heapmap_resident_take(uintptr_t start, size_t len) {
   size_t count = 0;
   FOR_EACH_WORD(start, len, lf, i, mask, {
-    count += (size_t)__builtin_popcountll(lf->resident[i] & mask);
-    lf->resident[i] &= ~mask;
+    uint64_t hit = lf->resident[i] & mask;
+    if (hit) {
+      count += (size_t)__builtin_popcountll(hit);
+      lf->resident[i] &= ~mask;
+      resident_word_changed(lf, at_ >> LEAF_BITS_SHIFT, i);
+    }
   });
   return count;
+}
+
+static unsigned highest_bit(uint64_t w) { return 63u - (unsigned)__builtin_clzll(w); }
+
+bool osmem__heapmap_resident_highest(uintptr_t *mblock) {
+  for (size_t k = sizeof resident_leaves / sizeof resident_leaves[0]; k-- > 0;) {
+    if (!resident_leaves[k]) continue;
+    uintptr_t leaf_index = k * 64 + highest_bit(resident_leaves[k]);
+    struct leaf *lf = atomic_load_explicit(&top[leaf_index],
+                                           memory_order_relaxed);
+    for (size_t j = SUM_WORDS; j-- > 0;) {
+      if (!lf->resident_sum[j]) continue;
+      size_t i = j * 64 + highest_bit(lf->resident_sum[j]);
+      *mblock = (leaf_index << LEAF_BITS_SHIFT) + i * 64 +
+                highest_bit(lf->resident[i]);
+      return true;
+    }
+  }
+  return false;
+}
+
+size_t osmem__heapmap_resident_run_down(uintptr_t mblock, size_t most) {
+  size_t len = 0;
+  for (;;) {
+    uint64_t w = leaf_of(mblock)->resident[(mblock & (LEAF_BITS - 1)) >> 6];
+    unsigned b = (unsigned)(mblock & 63);
+    uint64_t gaps = ~w << (63 - b); /* bit b moves to bit 63 */
+    unsigned ones = gaps ? (unsigned)__builtin_clzll(gaps) : b + 1;
+    len += ones;
+    if (len >= most) return most;
+    if (ones < b + 1 || mblock < 64) return len;
+    mblock = (mblock & ~(uintptr_t)63) - 1;
+    if (!leaf_of(mblock)) return len;
+  }
 }
 
 /* The first megablock in [from, end) whose resident bit is `want`, or end. */

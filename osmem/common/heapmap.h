@@ -6,7 +6,10 @@
  *   cached   the megablock is in a thread cache. Written by the thread
  *            caches without the lock, one megablock at a time.
  *   resident the megablock is pooled and may hold resident pages (freed and
- *            not decommitted since). Under the pool lock only.
+ *            not decommitted since). Under the pool lock only, with a
+ *            summary bit per word and per leaf, so that the highest
+ *            resident megablock (the one the pool will reuse last) is
+ *            found in a few reads.
  *
  * osmem_is_heap(p) is "out and not cached": exactly the megablocks handed
  * out now. The cached bits are laid out in stripes, so that megablocks next
@@ -93,6 +96,13 @@ OSMEM_HIDDEN size_t osmem__heapmap_resident_take(uintptr_t start, size_t len);
 OSMEM_HIDDEN bool osmem__heapmap_resident_next(uintptr_t start, size_t len,
                                                uintptr_t *run_start,
                                                size_t *run_len);
+
+/* The highest resident megablock: true and *mblock, or false if none. */
+OSMEM_HIDDEN bool osmem__heapmap_resident_highest(uintptr_t *mblock);
+/* How many megablocks from mblock downward (mblock, mblock - 1, ...) are
+ * resident, at most `most`; mblock itself must be. */
+OSMEM_HIDDEN size_t osmem__heapmap_resident_run_down(uintptr_t mblock,
+                                                     size_t most);
 
 /* Whether every megablock of [start, start + len) is out of the pool (for
  * the invariant checks). */

@@ -8,10 +8,12 @@
  * elsewhere everything is class 0. All of it runs under the pool lock.
  *
  * Decommit is proportional to what is freed: the heap map marks each
- * pooled megablock that may be resident, a free marks only what it frees,
- * and when the pools are over the threshold it decommits only (part of) what
- * it just freed. A megablock is thus decommitted at most once between two
- * times it is handed out, and no free touches memory it did not free.
+ * pooled megablock that may be resident; a free marks what it frees, and
+ * when the pools are over the threshold it decommits resident megablocks,
+ * highest addresses first, down to a little below the threshold. A
+ * decommitted megablock loses its mark, so it is decommitted at most once
+ * between two times it is handed out: the decommit work of a free is paid
+ * for by the megablocks earlier frees marked.
  */
 #include <config.h>
 
@@ -151,70 +153,57 @@ static bool decommit_on(void) {
          osmem__g.decommit_mode != OSMEM_DECOMMIT_NEVER;
 }
 
-/* Decommits pooled, resident megablocks [start, start + n) of `pool`. */
-static void decommit(struct osmem__pool *pool, uintptr_t start, size_t n) {
-  struct osmem__state *g = &osmem__g;
-  size_t bytes = n << OSMEM_MBLOCK_SHIFT;
-  if (osmem__os_decommit((void *)(start << OSMEM_MBLOCK_SHIFT), bytes,
-                         g->decommit_mode == OSMEM_DECOMMIT_EAGER) != 0)
-    return; /* stays marked resident; a later free may try again */
-  left_pool(pool, start, n);
-  g->bytes_decommitted += bytes;
-}
-
-/* After [start, start + n) joined `pool` as resident: if the pool is now
- * over the threshold, decommit the excess out of those megablocks only (the
- * high end: gets take the low end first). */
-static void decommit_freed(struct osmem__pool *pool, uintptr_t start,
-                           size_t n) {
-  size_t limit = threshold_mblocks();
-  if (!decommit_on() || osmem__g.pooled_resident <= limit) return;
-  size_t excess = osmem__g.pooled_resident - limit;
-  size_t count = excess < n ? excess : n;
-  decommit(pool, start + n - count, count);
-}
-
-struct decommit_walk {
-  struct osmem__pool *pool;
-};
-
-/* Decommits the resident runs of range r while the pools are over the
- * threshold; false to stop the walk. */
-static bool decommit_range_over(void *ctx, struct osmem__range r) {
-  struct decommit_walk *w = ctx;
-  uintptr_t at, end = r.start + r.len;
-  size_t run;
-  while (osmem__g.pooled_resident > threshold_mblocks() &&
-         osmem__heapmap_resident_next(r.start, end - r.start, &at, &run)) {
-    size_t excess = osmem__g.pooled_resident - threshold_mblocks();
-    if (run > excess) run = excess;
-    size_t before = osmem__g.pooled_resident;
-    decommit(w->pool, at, run);
-    if (osmem__g.pooled_resident == before) return false; /* OS said no */
-    r.len = end - (at + run);
-    r.start = at + run;
-  }
-  return osmem__g.pooled_resident > threshold_mblocks();
-}
-
-void osmem__decommit_over_threshold(void) {
-  struct osmem__state *g = &osmem__g;
-  if (!decommit_on()) return;
-  struct decommit_walk w = {&g->pool};
-  osmem__pool_each(&g->pool, decommit_range_over, &w);
-  for (unsigned i = 0; i < g->pool_class_count; i++) {
-    w.pool = made_pool(i);
-    osmem__pool_each(w.pool, decommit_range_over, &w);
-  }
-}
-
-/* ------------------------------------------------------------------ free */
-
 /* The class runs of [start, start + n): where there is one node, the whole
  * range is class 0 and the heap map is not walked. */
 static size_t class_run(uintptr_t start, size_t n) {
   return osmem__g.classes ? osmem__heapmap_class_run(start, n) : n;
 }
+
+/* Decommits pooled, resident megablocks [start, start + n) of one class.
+ * false when the OS refused (they stay marked resident). */
+static bool decommit(uintptr_t start, size_t n) {
+  struct osmem__state *g = &osmem__g;
+  size_t bytes = n << OSMEM_MBLOCK_SHIFT;
+  if (osmem__os_decommit((void *)(start << OSMEM_MBLOCK_SHIFT), bytes,
+                         g->decommit_mode == OSMEM_DECOMMIT_EAGER) != 0)
+    return false;
+  left_pool(osmem__class_pool(osmem__heapmap_class(start), false), start, n);
+  g->bytes_decommitted += bytes;
+  return true;
+}
+
+/* Decommits pooled resident megablocks, highest addresses first (gets take
+ * the lowest first, so these are reused last), until at most `target` are
+ * left. Each call covers one run of one class. */
+static void decommit_down_to(size_t target) {
+  struct osmem__state *g = &osmem__g;
+  uintptr_t top;
+  while (g->pooled_resident > target && osmem__heapmap_resident_highest(&top)) {
+    size_t run =
+        osmem__heapmap_resident_run_down(top, g->pooled_resident - target);
+    uintptr_t start = top + 1 - run;
+    for (size_t piece; run > 0; start += piece, run -= piece) {
+      piece = class_run(start, run);
+      if (!decommit(start, piece)) return;
+    }
+  }
+}
+
+/* A free that takes the pools over the threshold decommits down to a little
+ * below it, so that frees near the threshold batch their decommits instead
+ * of making one call each. */
+static size_t after_free_target(void) {
+  size_t limit = threshold_mblocks();
+  size_t slack = limit / 8;
+  size_t most = ((size_t)32 << 20) >> OSMEM_MBLOCK_SHIFT;
+  return limit - (slack < most ? slack : most);
+}
+
+void osmem__decommit_over_threshold(void) {
+  if (decommit_on()) decommit_down_to(threshold_mblocks());
+}
+
+/* ------------------------------------------------------------------ free */
 
 void osmem__put_locked(uintptr_t start, size_t n) {
   struct osmem__state *g = &osmem__g;
@@ -227,8 +216,9 @@ void osmem__put_locked(uintptr_t start, size_t n) {
     osmem__pool_insert(pool, start, run);
     osmem__heapmap_resident_set(start, run);
     resident_add(pool, run);
-    decommit_freed(pool, start, run);
   }
+  if (decommit_on() && g->pooled_resident > threshold_mblocks())
+    decommit_down_to(after_free_target());
 }
 
 /* --------------------------------------------------------------- release */

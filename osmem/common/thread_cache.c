@@ -25,14 +25,16 @@
 #include "heapmap.h"
 #include "internal.h"
 
+/* Aligned to cache lines, so that two threads' caches never share one. */
 struct osmem__cache {
-  _Atomic uint64_t slot[OSMEM__CACHE_SLOTS]; /* 0: empty */
+  _Alignas(64) _Atomic uint64_t slot[OSMEM__CACHE_SLOTS]; /* 0: empty */
   unsigned top;                    /* owner only: slots >= top are empty */
   atomic_uint_least64_t pushed, popped, gets, frees; /* owner writes */
   atomic_uint_least64_t removed;   /* lock holders write */
   struct osmem__cache *next;       /* every cache (lock) */
   struct osmem__cache *next_idle;  /* caches without a thread (lock) */
   bool idle;                       /* on the idle list (lock) */
+  _Alignas(64) char end[];         /* pads the size to whole lines */
 };
 
 /* ----------------------------------------------------------------- slots */
