@@ -92,7 +92,10 @@ OSMEM_EXTERN int osmem_init(void);
  *           megablock handed out, mapped once the OS has given the memory
  *           and touched only when used).
  * On ENOMEM the out-of-memory handler, if one is installed, is called first
- * (see osmem_set_oom_handler). On failure the library's state is unchanged.
+ * (see osmem_set_oom_handler). On failure nothing is handed out, mapped or
+ * unmapped; the one change a failed get may make is to move megablocks
+ * held in thread caches into the pool, where they coalesce, before it gives
+ * up (mblocks_cached falls by what mblocks_pooled gains).
  * Complexity: O(log F) plus, rarely, one mmap for a new reservation.
  */
 OSMEM_EXTERN void *osmem_get_mblocks(size_t n);

@@ -850,6 +850,7 @@ Test(pool_api, release_with_empty_pool_returns_zero) {
  * range (memory never shrinks): release keeps both ranges, counts nothing
  * and makes no call, however often it is tried, and they serve later gets. */
 Test(pool_api, release_keeps_a_range_the_os_refuses) {
+  pool_direct();
   char *p = osmem_get_mblocks(6);
   cr_assert_not_null(p);
   cr_assert_eq(osmem_free_mblocks(p, 2), 0);

@@ -104,14 +104,22 @@ static int overlaps(uint64_t alo, uint64_t ahi, uint64_t blo, uint64_t bhi) {
 }
 
 /* The first field of the statistics that differs, besides os_maps (every
- * grow attempt counts there, failed or not), or NULL. */
+ * grow attempt counts there, failed or not), or NULL. A failing get may move
+ * thread-cached megablocks into the pool (to find a run there): then the
+ * pool's shape may change, but pooled + cached may not. */
 static const char *stats_diff(const struct osmem_stats *a,
                               const struct osmem_stats *b) {
   /* clang-format off */
 #define CMP(f) \
   if (a->f != b->f) return #f
-  CMP(mblocks_in_use); CMP(mblocks_peak); CMP(mblocks_pooled);
-  CMP(mblocks_pooled_resident); CMP(pool_ranges); CMP(bytes_mapped);
+  CMP(mblocks_in_use); CMP(mblocks_peak);
+  if (a->mblocks_pooled + a->mblocks_cached !=
+      b->mblocks_pooled + b->mblocks_cached)
+    return "mblocks_pooled + mblocks_cached";
+  if (a->mblocks_cached == b->mblocks_cached) {
+    CMP(mblocks_pooled_resident); CMP(pool_ranges);
+  }
+  CMP(bytes_mapped);
   CMP(bytes_reserved_unused); CMP(reservations); CMP(os_unmaps);
   CMP(os_madvise); CMP(os_mbind); CMP(align_hint_hits);
   CMP(align_exact_hits); CMP(align_trims); CMP(reserve_retries);
@@ -960,10 +968,12 @@ Test(wasm, exhaust_memory) {
   cr_assert_neq(a, 0u, "no two neighbouring megablocks");
   cr_assert_eq(osmem_free_mblocks((void *)(uintptr_t)a, 1), 0);
   cr_assert_eq(osmem_free_mblocks((void *)(uintptr_t)(a + MB), 1), 0);
+  /* They sit in the thread cache: the get tries fresh memory (refused:
+   * memory is exhausted), then coalesces the cache into the pool. */
   g0 = grow_calls;
   cr_assert_eq(osmem_get_mblocks(2), (void *)(uintptr_t)a);
-  cr_assert_eq(grow_calls, g0, "%u grows with the pool serving",
-               grow_calls - g0);
+  cr_assert_leq(grow_calls - g0, 1, "%u grows with the pool serving",
+                grow_calls - g0);
   unwrap();
   /* Malloc of more than is left fails without a trap. */
   cr_assert_null(xmalloc((size_t)(LIMIT < GiB4 ? LIMIT / 2 : 16 * MiB)));

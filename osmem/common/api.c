@@ -84,6 +84,10 @@ void *osmem__get(size_t n, unsigned cls, bool plain, int node) {
     osmem__ensure_init();
     osmem__os_lock();
     err = osmem__get_locked(n, cls, plain, &mblock, &fresh);
+    /* Megablocks in thread caches are free memory too: before failing,
+     * coalesce them into the pool and try again. */
+    if (err && osmem__caches_drain_locked() > 0)
+      err = osmem__get_locked(n, cls, plain, &mblock, &fresh);
     if (!err && n == 1 && plain) osmem__cache_refill_locked();
     osmem__os_unlock();
     if (err) return fail_oom(n);

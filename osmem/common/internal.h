@@ -117,8 +117,9 @@ OSMEM_HIDDEN int osmem__cache_free(uintptr_t start, size_t n);
 /* After a get of one plain megablock missed the cache: moves a few more from
  * the pool into the calling thread's cache. Lock held. */
 OSMEM_HIDDEN void osmem__cache_refill_locked(void);
-/* Empties every cache into the pool (release, threshold 0). Lock held. */
-OSMEM_HIDDEN void osmem__caches_drain_locked(void);
+/* Empties every cache into the pool (release, threshold 0, a get that would
+ * fail otherwise). Lock held. Megablocks moved. */
+OSMEM_HIDDEN size_t osmem__caches_drain_locked(void);
 /* The calling thread's cache into the pool; megablocks moved. */
 OSMEM_HIDDEN size_t osmem__cache_flush_mine(void);
 /* Sums over every cache. Lock held. */

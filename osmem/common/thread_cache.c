@@ -171,9 +171,11 @@ static void make_idle_locked(struct osmem__cache *c, bool owner) {
   osmem__g.idle_caches = c;
 }
 
-void osmem__caches_drain_locked(void) {
+size_t osmem__caches_drain_locked(void) {
+  size_t moved = 0;
   for (struct osmem__cache *c = osmem__g.caches; c; c = c->next)
-    drain_locked(c, 0, c == mine);
+    moved += drain_locked(c, 0, c == mine);
+  return moved;
 }
 
 size_t osmem__cache_flush_mine(void) {
