@@ -2,8 +2,9 @@
 #ifndef OSMEM_TESTS_HELPERS_H
 #define OSMEM_TESTS_HELPERS_H
 
-#ifdef __wasi__
-#include "minicr.h" /* Criterion cannot run on wasm: same API, subset */
+#if defined(__wasi__) || defined(OSMEM_TESTS_MINICR)
+/* Criterion cannot run on wasm, nor under ThreadSanitizer: same API, subset */
+#include "minicr.h"
 #else
 #include <criterion/criterion.h>
 #endif
