@@ -23,13 +23,13 @@
 
 #define MB OSMEM_MBLOCK_SIZE
 
+/* ------------------------------------------------------- decommit counts */
+
+#ifndef __wasi__ /* wasm never decommits; these need more than its budget */
 static void touch(char *p, size_t n) {
   for (size_t off = 0; off < n * MB; off += 4096) p[off] = 1;
 }
 
-/* ------------------------------------------------------- decommit counts */
-
-#ifndef __wasi__ /* wasm never decommits; these need more than its budget */
 /* Freeing k touched megablocks one by one into a pool already at the
  * threshold makes at most k decommit calls, covering at most k megablocks:
  * nothing is decommitted twice, and nothing a free did not return. */
