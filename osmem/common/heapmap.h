@@ -1,8 +1,10 @@
 /*
  * The heap map: three bits per megablock, kept per 32 GiB of address space.
  *
- *   out      the megablock is out of the pool: handed out, or in a thread
- *            cache. Written under the pool lock only.
+ *   out      the megablock is handed out, or a single megablock in a thread
+ *            cache (a cached run of several is unmarked). Written under the
+ *            pool lock, and by a thread cache for runs it takes or gives
+ *            back, always with atomic read-modify-writes.
  *   cached   the megablock is in a thread cache. Written by the thread
  *            caches without the lock, one megablock at a time.
  *   resident the megablock is pooled and may hold resident pages (freed and
@@ -72,12 +74,13 @@ OSMEM_HIDDEN unsigned osmem__heapmap_class(uintptr_t mblock);
 /* How many megablocks from start on (at most len) share start's class. */
 OSMEM_HIDDEN size_t osmem__heapmap_class_run(uintptr_t start, size_t len);
 
-/* `out` bits. Leaves must exist. Lock held. */
+/* `out` bits. Leaves must exist. Atomic; callers own the megablocks. */
 OSMEM_HIDDEN void osmem__heapmap_set(uintptr_t start, size_t len);
 OSMEM_HIDDEN void osmem__heapmap_clear(uintptr_t start, size_t len);
 /* Clears the `out` bits of [start, start + len) if every megablock of it is
  * handed out (out and not cached); otherwise changes nothing and returns
- * false. Lock held; safe against thread caches running concurrently. */
+ * false. Lock-free: concurrent claims of the same megablocks, through here
+ * or cache_claim, let at most one succeed. */
 OSMEM_HIDDEN bool osmem__heapmap_claim_free(uintptr_t start, size_t len);
 
 /* `cached` bits, lock-free. cache_claim sets the bits of [start, start+len)

@@ -89,13 +89,14 @@ OSMEM_HIDDEN struct osmem__pool *osmem__class_pool(unsigned cls, bool create);
 OSMEM_HIDDEN int osmem__get_locked(size_t n, unsigned cls, bool plain,
                                    uintptr_t *mblock, bool *fresh);
 /* Takes up to `most` megablocks (at least one) of class 0 from the low end
- * of the pool, out of the pool, for a thread cache. false (nothing changed)
- * when the pool is empty or no pool nodes can be set aside. */
+ * of the pool, out of the pool, for a thread cache: counted as out, but not
+ * marked `out` in the heap map. false (nothing changed) when the pool is
+ * empty or no pool nodes can be set aside. */
 OSMEM_HIDDEN bool osmem__take_unbound_locked(size_t most,
                                              struct osmem__range *out);
-/* Returns megablocks [start, start + n), out of the pool and no longer
- * marked out in the heap map, to their pools; decommits what the threshold
- * asks for. */
+/* Returns megablocks [start, start + n), out of the pool but not marked
+ * `out` (or `cached`) in the heap map, to their pools; decommits what the
+ * threshold asks for. */
 OSMEM_HIDDEN void osmem__put_locked(uintptr_t start, size_t n);
 /* Unmaps every pooled range; bytes unmapped. */
 OSMEM_HIDDEN size_t osmem__release_locked(void);

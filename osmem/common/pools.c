@@ -90,9 +90,8 @@ static struct osmem__pool *take_any(size_t n, uintptr_t *mblock, int *err) {
 }
 
 /* Counts n megablocks of `pool` as out of the pool. */
-static void count_out(struct osmem__pool *pool, uintptr_t start, size_t n) {
+static void count_out(struct osmem__pool *pool, size_t n) {
   struct osmem__state *g = &osmem__g;
-  osmem__heapmap_set(start, n);
   pool->handed_out += n;
   g->in_use += n;
   if (g->in_use > g->peak) g->peak = g->in_use;
@@ -126,7 +125,8 @@ int osmem__get_locked(size_t n, unsigned cls, bool plain, uintptr_t *mblock,
     if (osmem__fresh_take(n, pool, nodes, mblock) != 0) return ENOMEM;
     osmem__heapmap_set_class(*mblock, n, cls);
   }
-  count_out(pool, *mblock, n);
+  osmem__heapmap_set(*mblock, n);
+  count_out(pool, n);
   return 0;
 }
 
@@ -138,7 +138,7 @@ bool osmem__take_unbound_locked(size_t most, struct osmem__range *out) {
     return false;
   }
   left_pool(pool, out->start, out->len);
-  count_out(pool, out->start, out->len);
+  count_out(pool, out->len);
   return true;
 }
 

@@ -6,6 +6,13 @@
  * `cached` bits, which are striped so that neighbouring megablocks do not
  * share a cache line (heapmap.h).
  *
+ * How the heap map shows cached megablocks: a single one keeps its `out`
+ * bit and gets its `cached` bit (striped: threads flipping neighbours do not
+ * contend); a run of two or more loses its `out` bits instead (one or two
+ * word operations for the run, where striped bits would take one per
+ * megablock). Either way osmem_is_heap is false for them and freeing them
+ * again is refused.
+ *
  * A slot holds one run of megablocks packed in 64 bits, so that it can be
  * emptied with one atomic exchange: the owner empties slots that way when it
  * takes from its cache, and so does any thread holding the pool lock that
@@ -39,12 +46,16 @@ struct osmem__cache {
 
 /* ----------------------------------------------------------------- slots */
 
-/* A slot's run: bit 63 marks it used; class in bits 48-59, length in 40-47,
- * first megablock number in 0-39 (megablock numbers are below 2^32). */
+/* A slot's run: bit 63 marks it used, bit 62 a run whose `out` bits are
+ * clear (else a single megablock with its `cached` bit set); class in bits
+ * 48-59, length in 40-47, first megablock number in 0-39 (megablock numbers
+ * are below 2^32). */
 #define USED ((uint64_t)1 << 63)
+#define UNMARKED ((uint64_t)1 << 62)
 
 static uint64_t pack(uintptr_t start, size_t len, unsigned cls) {
-  return USED | (uint64_t)cls << 48 | (uint64_t)len << 40 | (uint64_t)start;
+  return USED | (len > 1 ? UNMARKED : 0) | (uint64_t)cls << 48 |
+         (uint64_t)len << 40 | (uint64_t)start;
 }
 static uintptr_t run_start(uint64_t e) {
   return (uintptr_t)(e & (((uint64_t)1 << 40) - 1));
@@ -93,13 +104,21 @@ bool osmem__cache_get(size_t n, unsigned cls, uintptr_t *mblock) {
     e = atomic_exchange_explicit(&c->slot[i], 0, memory_order_acquire);
     if (!e) continue; /* drained a moment ago */
     uintptr_t start = run_start(e);
-    if (run_len(e) > n) /* the rest stays: the slot is ours and empty */
-      atomic_store_explicit(&c->slot[i], pack(start + n, run_len(e) - n, cls),
+    size_t rest = run_len(e) - n;
+    if (rest == 1) { /* a single one left: it takes the single's marks */
+      osmem__heapmap_set(start + n, 1);
+      osmem__heapmap_cache_claim(start + n, 1); /* cannot fail: ours */
+    }
+    if (rest > 0) /* the rest stays: the slot is ours and empty */
+      atomic_store_explicit(&c->slot[i], pack(start + n, rest, cls),
                             memory_order_relaxed);
     while (c->top > 0 && !atomic_load_explicit(&c->slot[c->top - 1],
                                                memory_order_relaxed))
       c->top--;
-    osmem__heapmap_cache_release(start, n);
+    if (e & UNMARKED)
+      osmem__heapmap_set(start, n); /* handed out: out, never cached */
+    else
+      osmem__heapmap_cache_release(start, n);
     bump(&c->popped, n);
     bump(&c->gets, 1);
     *mblock = start;
@@ -125,12 +144,15 @@ static void sort_runs(uint64_t *e, unsigned n) {
 static size_t return_runs(uint64_t *e, unsigned n) {
   size_t moved = 0;
   sort_runs(e, n);
+  for (unsigned i = 0; i < n; i++) {
+    if (e[i] & UNMARKED) continue;
+    osmem__heapmap_clear(run_start(e[i]), 1);         /* not out, */
+    osmem__heapmap_cache_release(run_start(e[i]), 1); /* then not cached */
+  }
   for (unsigned i = 0; i < n;) {
     uintptr_t start = run_start(e[i]);
     size_t len = 0;
     for (; i < n && run_start(e[i]) == start + len; i++) len += run_len(e[i]);
-    osmem__heapmap_clear(start, len);         /* out of the pool: no more */
-    osmem__heapmap_cache_release(start, len); /* then not cached either */
     osmem__put_locked(start, len);
     moved += len;
   }
@@ -254,15 +276,29 @@ static struct osmem__cache *adopt_cache(void) {
 
 /* ------------------------------------------------------------------ free */
 
+/* Marks [start, start + n) cached if all of it is handed out (see the top
+ * of the file for how); false, with nothing changed, if not. */
+static bool claim(uintptr_t start, size_t n) {
+  return n == 1 ? osmem__heapmap_cache_claim(start, 1)
+                : osmem__heapmap_claim_free(start, n);
+}
+
+static void unclaim(uintptr_t start, size_t n) {
+  if (n == 1)
+    osmem__heapmap_cache_release(start, 1);
+  else
+    osmem__heapmap_set(start, n);
+}
+
 int osmem__cache_free(uintptr_t start, size_t n) {
   size_t cap = capacity();
   if (n > cap || exiting) return -1;
-  if (!osmem__heapmap_cache_claim(start, n)) return EINVAL;
+  if (!claim(start, n)) return EINVAL;
   unsigned cls = osmem__heapmap_class(start);
   struct osmem__cache *c = mine;
   if ((n > 1 && osmem__heapmap_class_run(start, n) < n) ||
       (!c && !(c = adopt_cache()))) {
-    osmem__heapmap_cache_release(start, n); /* the pool path takes it */
+    unclaim(start, n); /* the pool path takes it */
     return -1;
   }
   if (held(c) + n > cap || c->top == OSMEM__CACHE_SLOTS) {
@@ -287,10 +323,9 @@ void osmem__cache_refill_locked(void) {
   if (!c || want == 0 || held(c) != 0 || c->top == OSMEM__CACHE_SLOTS) return;
   struct osmem__range r;
   if (!osmem__take_unbound_locked(want, &r)) return;
-  if (!osmem__heapmap_cache_claim(r.start, r.len)) { /* cannot happen */
-    osmem__heapmap_clear(r.start, r.len);
-    osmem__put_locked(r.start, r.len);
-    return;
+  if (r.len == 1) { /* a single one carries the single's marks */
+    osmem__heapmap_set(r.start, 1);
+    osmem__heapmap_cache_claim(r.start, 1); /* cannot fail: ours */
   }
   atomic_store_explicit(&c->slot[c->top++], pack(r.start, r.len, 0),
                         memory_order_release);
