@@ -116,6 +116,20 @@ OSMEM_HIDDEN unsigned osmem__os_numa_nodes(void);
 OSMEM_HIDDEN void osmem__os_lock(void);
 OSMEM_HIDDEN void osmem__os_unlock(void);
 
+/* An asymmetric barrier, for the thread caches: once osmem__os_barrier_init
+ * has returned true, osmem__os_barrier_all() makes every running thread of
+ * the process execute a full memory barrier before it returns (Linux:
+ * membarrier, private expedited), so that the other side of a Dekker-style
+ * handshake needs only a compiler barrier. false: not available; the other
+ * side must use a full fence (osmem__os_barrier_all is then a plain fence).
+ * init is called once, under the pool lock. */
+OSMEM_HIDDEN bool osmem__os_barrier_init(void);
+OSMEM_HIDDEN void osmem__os_barrier_all(void);
+
+/* Lets other threads run (while waiting for one to leave a short critical
+ * section). */
+OSMEM_HIDDEN void osmem__os_yield(void);
+
 /* Arranges for osmem__thread_exit(arg) to run when the calling thread
  * exits, where the OS has threads (else 0 and it never runs). 0, or an errno
  * value when it cannot be arranged. */

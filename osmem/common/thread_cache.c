@@ -13,12 +13,17 @@
  * megablock). Either way osmem_is_heap is false for them and freeing them
  * again is refused.
  *
- * A slot holds one run of megablocks packed in 64 bits, so that it can be
- * emptied with one atomic exchange: the owner empties slots that way when it
- * takes from its cache, and so does any thread holding the pool lock that
- * drains the cache (release, fork, a thread's exit). Only the owner fills
- * slots, and only the owner moves `top`; a drainer only empties slots, so a
- * slot the owner sees empty stays empty until the owner fills it.
+ * Who touches a cache: its owner, without the lock; and a thread holding the
+ * pool lock that drains it (release, a get that would fail, the decommit
+ * threshold set to 0). They never work on it at the same time, by a
+ * Dekker-style handshake that costs the owner no atomic read-modify-write:
+ * the owner sets `busy`, then reads `frozen`, and backs off to the pool path
+ * if it is set; a drainer sets `frozen`, makes every thread execute a full
+ * barrier (membarrier on Linux; where that is missing, the owner fences
+ * instead), then waits for `busy` to clear. Slots are then plain loads and
+ * stores for whoever holds the cache. A thread's own cache is drained by the
+ * thread itself (when full, at exit), and after fork the child drains the
+ * caches of the threads that are gone, alone.
  *
  * Counts: the owner adds what it caches and takes out (`pushed`, `popped`),
  * lock holders what they drain (`removed`); the megablocks held are
@@ -36,6 +41,8 @@
 struct osmem__cache {
   _Alignas(64) _Atomic uint64_t slot[OSMEM__CACHE_SLOTS]; /* 0: empty */
   unsigned top;                    /* owner only: slots >= top are empty */
+  atomic_bool busy;                /* the owner is working on its slots */
+  atomic_bool frozen;              /* a drainer holds the cache */
   atomic_uint_least64_t pushed, popped, gets, frees; /* owner writes */
   atomic_uint_least64_t removed;   /* lock holders write */
   struct osmem__cache *next;       /* every cache (lock) */
@@ -95,36 +102,70 @@ static size_t capacity(void) {
 
 /* ------------------------------------------------------------------- get */
 
+/* Set by the first cache's creation: whether drainers make every thread
+ * fence (then the owner needs only a compiler barrier). */
+static bool drainers_fence_all;
+
+/* The owner's side of the handshake: false when a drainer holds the cache
+ * (the caller then takes the pool path, which waits for the lock). */
+static bool enter(struct osmem__cache *c) {
+  atomic_store_explicit(&c->busy, true, memory_order_relaxed);
+  if (drainers_fence_all)
+    atomic_signal_fence(memory_order_seq_cst);
+  else
+    atomic_thread_fence(memory_order_seq_cst);
+  if (!atomic_load_explicit(&c->frozen, memory_order_acquire)) return true;
+  atomic_store_explicit(&c->busy, false, memory_order_release);
+  return false;
+}
+
+static void leave(struct osmem__cache *c) {
+  atomic_store_explicit(&c->busy, false, memory_order_release);
+}
+
+static uint64_t slot_get(struct osmem__cache *c, unsigned i) {
+  return atomic_load_explicit(&c->slot[i], memory_order_relaxed);
+}
+
+static void slot_put(struct osmem__cache *c, unsigned i, uint64_t e) {
+  atomic_store_explicit(&c->slot[i], e, memory_order_relaxed);
+}
+
+/* Takes n megablocks of class cls out of the slots, newest first; 0 when
+ * none fits. The cache is held. */
+static uint64_t take_run(struct osmem__cache *c, size_t n, unsigned cls) {
+  for (unsigned i = c->top; i-- > 0;) {
+    uint64_t e = slot_get(c, i);
+    if (!e || run_cls(e) != cls || run_len(e) < n) continue;
+    size_t rest = run_len(e) - n;
+    slot_put(c, i, rest ? pack(run_start(e) + n, rest, cls) : 0);
+    while (c->top > 0 && !slot_get(c, c->top - 1)) c->top--;
+    return e;
+  }
+  return 0;
+}
+
 bool osmem__cache_get(size_t n, unsigned cls, uintptr_t *mblock) {
   struct osmem__cache *c = mine;
-  if (!c) return false;
-  for (unsigned i = c->top; i-- > 0;) {
-    uint64_t e = atomic_load_explicit(&c->slot[i], memory_order_relaxed);
-    if (!e || run_cls(e) != cls || run_len(e) < n) continue;
-    e = atomic_exchange_explicit(&c->slot[i], 0, memory_order_acquire);
-    if (!e) continue; /* drained a moment ago */
-    uintptr_t start = run_start(e);
-    size_t rest = run_len(e) - n;
-    if (rest == 1) { /* a single one left: it takes the single's marks */
-      osmem__heapmap_set(start + n, 1);
-      osmem__heapmap_cache_claim(start + n, 1); /* cannot fail: ours */
-    }
-    if (rest > 0) /* the rest stays: the slot is ours and empty */
-      atomic_store_explicit(&c->slot[i], pack(start + n, rest, cls),
-                            memory_order_relaxed);
-    while (c->top > 0 && !atomic_load_explicit(&c->slot[c->top - 1],
-                                               memory_order_relaxed))
-      c->top--;
-    if (e & UNMARKED)
-      osmem__heapmap_set(start, n); /* handed out: out, never cached */
-    else
-      osmem__heapmap_cache_release(start, n);
+  if (!c || !enter(c)) return false;
+  uint64_t e = take_run(c, n, cls);
+  if (e) {
     bump(&c->popped, n);
     bump(&c->gets, 1);
-    *mblock = start;
-    return true;
   }
-  return false;
+  leave(c);
+  if (!e) return false;
+  uintptr_t start = run_start(e);
+  if (run_len(e) - n == 1) { /* a single one left takes the single's marks */
+    osmem__heapmap_set(start + n, 1);
+    osmem__heapmap_cache_claim(start + n, 1); /* cannot fail: ours */
+  }
+  if (e & UNMARKED)
+    osmem__heapmap_set(start, n); /* handed out: out, never cached */
+  else
+    osmem__heapmap_cache_release(start, n);
+  *mblock = start;
+  return true;
 }
 
 /* ----------------------------------------------------- back to the pool */
@@ -160,22 +201,22 @@ static size_t return_runs(uint64_t *e, unsigned n) {
 }
 
 /* Empties c into the pool but for its newest `keep` megablocks, which the
- * owner (only) moves to the bottom slots. Lock held. Megablocks moved. */
+ * owner (only) moves to the bottom slots. Lock held, and the cache held (by
+ * its owner, or frozen with its owner out). Megablocks moved. */
 static size_t drain_locked(struct osmem__cache *c, size_t keep, bool owner) {
   uint64_t got[OSMEM__CACHE_SLOTS];
   unsigned n = 0, limit = owner ? c->top : OSMEM__CACHE_SLOTS;
   for (unsigned i = 0; i < limit; i++) {
-    uint64_t e = atomic_exchange_explicit(&c->slot[i], 0, memory_order_acquire);
+    uint64_t e = slot_get(c, i);
     if (e) got[n++] = e;
+    slot_put(c, i, 0);
   }
   unsigned first_kept = n;
   size_t kept = 0;
   if (owner) {
     while (first_kept > 0 && kept + run_len(got[first_kept - 1]) <= keep)
       kept += run_len(got[--first_kept]);
-    for (unsigned j = first_kept; j < n; j++)
-      atomic_store_explicit(&c->slot[j - first_kept], got[j],
-                            memory_order_relaxed);
+    for (unsigned j = first_kept; j < n; j++) slot_put(c, j - first_kept, got[j]);
     c->top = n - first_kept;
   }
   size_t moved = return_runs(got, first_kept);
@@ -193,10 +234,32 @@ static void make_idle_locked(struct osmem__cache *c, bool owner) {
   osmem__g.idle_caches = c;
 }
 
+/* Whether c belongs to another live thread (and must be frozen to drain). */
+static bool foreign(const struct osmem__cache *c) {
+  return c != mine && !c->idle;
+}
+
 size_t osmem__caches_drain_locked(void) {
+  struct osmem__cache *c;
+  bool any = false;
+  for (c = osmem__g.caches; c; c = c->next)
+    if (foreign(c)) {
+      atomic_store_explicit(&c->frozen, true, memory_order_relaxed);
+      any = true;
+    }
+  if (any) osmem__os_barrier_all();
   size_t moved = 0;
-  for (struct osmem__cache *c = osmem__g.caches; c; c = c->next)
-    moved += drain_locked(c, 0, c == mine);
+  for (c = osmem__g.caches; c; c = c->next) {
+    if (!foreign(c)) {
+      if (c == mine) moved += drain_locked(c, 0, true);
+      continue;
+    }
+    for (unsigned spins = 0;
+         atomic_load_explicit(&c->busy, memory_order_acquire); spins++)
+      if (spins > 100) osmem__os_yield();
+    moved += drain_locked(c, 0, false);
+    atomic_store_explicit(&c->frozen, false, memory_order_release);
+  }
   return moved;
 }
 
@@ -219,10 +282,15 @@ void osmem__thread_exit(void *arg) {
 }
 
 /* The child of a fork has only the forking thread: every other thread's
- * cache goes back to the pool, and its cache to the idle list. */
+ * cache goes back to the pool, and its cache to the idle list. (A thread
+ * that was in the middle of a cache operation at the fork left `busy` set:
+ * no one is there to clear it.) */
 void osmem__fork_child_locked(void) {
   for (struct osmem__cache *c = osmem__g.caches; c; c = c->next)
-    if (c != mine) make_idle_locked(c, false);
+    if (c != mine) {
+      make_idle_locked(c, false);
+      atomic_store_explicit(&c->busy, false, memory_order_relaxed);
+    }
 }
 
 /* ------------------------------------------------------------- new cache */
@@ -237,6 +305,7 @@ static struct osmem__cache *chunk_next, *chunk_end;
 
 static struct osmem__cache *new_cache_locked(void) {
   struct osmem__cache *c;
+  if (!osmem__g.caches) drainers_fence_all = osmem__os_barrier_init();
   if (static_used < STATIC_CACHES) {
     c = &static_caches[static_used++];
   } else {
@@ -307,10 +376,14 @@ int osmem__cache_free(uintptr_t start, size_t n) {
     drain_locked(c, keep, true);
     osmem__os_unlock();
   }
-  atomic_store_explicit(&c->slot[c->top++], pack(start, n, cls),
-                        memory_order_release);
+  if (!enter(c)) { /* a drainer has it: the pool path waits for the lock */
+    unclaim(start, n);
+    return -1;
+  }
+  slot_put(c, c->top++, pack(start, n, cls));
   bump(&c->pushed, n);
   bump(&c->frees, 1);
+  leave(c);
   return 0;
 }
 
@@ -327,8 +400,7 @@ void osmem__cache_refill_locked(void) {
     osmem__heapmap_set(r.start, 1);
     osmem__heapmap_cache_claim(r.start, 1); /* cannot fail: ours */
   }
-  atomic_store_explicit(&c->slot[c->top++], pack(r.start, r.len, 0),
-                        memory_order_release);
+  slot_put(c, c->top++, pack(r.start, r.len, 0)); /* ours: lock held */
   bump(&c->pushed, r.len);
 }
 

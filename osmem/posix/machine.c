@@ -6,8 +6,14 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#if HAVE_DECL_MEMBARRIER_CMD_PRIVATE_EXPEDITED && HAVE_DECL_SYS_MEMBARRIER
+#define HAVE_MEMBARRIER 1
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
+#endif
 
 #include "machine.h"
 #include "sys.h"
@@ -42,6 +48,31 @@ void osmem__os_lock(void) {
 }
 
 void osmem__os_unlock(void) { pthread_mutex_unlock(&pool_lock); }
+
+/* ---------------------------------------------------- asymmetric barrier */
+
+#ifdef HAVE_MEMBARRIER
+static long membarrier(int cmd) { return syscall(SYS_membarrier, cmd, 0, 0); }
+
+bool osmem__os_barrier_init(void) {
+  int saved = errno; /* the library preserves errno where it can */
+  bool ok = membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0;
+  errno = saved;
+  return ok;
+}
+
+void osmem__os_barrier_all(void) {
+  int saved = errno;
+  if (membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0)
+    atomic_thread_fence(memory_order_seq_cst); /* registered: cannot fail */
+  errno = saved;
+}
+#else
+bool osmem__os_barrier_init(void) { return false; }
+void osmem__os_barrier_all(void) { atomic_thread_fence(memory_order_seq_cst); }
+#endif
+
+void osmem__os_yield(void) { sched_yield(); }
 
 /* ----------------------------------------------------------- thread exit */
 

@@ -22,6 +22,11 @@ void osmem__os_unlock(void) {
   atomic_flag_clear_explicit(&pool_lock, memory_order_release);
 }
 
+/* One thread: no other side to a barrier, and no one to wait for. */
+bool osmem__os_barrier_init(void) { return true; }
+void osmem__os_barrier_all(void) {}
+void osmem__os_yield(void) {}
+
 /* One thread: it never exits while the library runs. */
 int osmem__os_at_thread_exit(void *arg) {
   (void)arg;
