@@ -1,4 +1,4 @@
-/* The heap map: out, cached and resident bits per megablock; see heapmap.h
+/* The heap map: out, cached and resident marks per megablock; see heapmap.h
  * for its shape, cost and concurrency. */
 #include <config.h>
 
@@ -20,19 +20,19 @@
 #define LEAF_WORDS (LEAF_BITS / 64 ? LEAF_BITS / 64 : 1)
 #define MBLOCK_LIMIT ((uintptr_t)TOP_ENTRIES << LEAF_BITS_SHIFT)
 
-/* Cached bits: 2^STRIPE_SHIFT stripes of at least 512 bits (one 64-byte
- * cache line) each; megablock i of a leaf is bit i >> STRIPE_SHIFT of stripe
- * i % stripes, so neighbours fall on different lines. */
-#if LEAF_BITS_SHIFT >= 15
+/* Cached marks: one byte per megablock, so that the owner of a cached
+ * megablock can clear its mark with a plain store. Laid out in 64 stripes
+ * (where a leaf has 512 megablocks or more): megablock i of a leaf is byte
+ * i / 64 of stripe i % 64, so neighbours fall on different cache lines.
+ * Accessed only through the __atomic builtins, which also read eight marks at
+ * once when checking a long range. */
+#if LEAF_BITS_SHIFT >= 9
 #define STRIPE_SHIFT 6
-#elif LEAF_BITS_SHIFT >= 9
-#define STRIPE_SHIFT (LEAF_BITS_SHIFT - 9)
 #else
 #define STRIPE_SHIFT 0
 #endif
 #define STRIPES ((uintptr_t)1 << STRIPE_SHIFT)
-#define STRIPE_BITS (LEAF_BITS >> STRIPE_SHIFT)
-#define STRIPE_WORDS (STRIPE_BITS / 64 ? STRIPE_BITS / 64 : 1)
+#define STRIPE_BYTES (LEAF_BITS >> STRIPE_SHIFT)
 
 typedef atomic_uint_least64_t word_t;
 
@@ -40,7 +40,7 @@ typedef atomic_uint_least64_t word_t;
 
 struct leaf {
   word_t out[LEAF_WORDS];
-  word_t cached[LEAF_WORDS];
+  _Alignas(64) uint8_t cached[LEAF_BITS];
   uint64_t resident[LEAF_WORDS];
   uint64_t resident_sum[SUM_WORDS]; /* bit i: resident[i] != 0 */
 };
@@ -182,27 +182,31 @@ bool osmem__heapmap_all_set(uintptr_t start, size_t len) {
   return true;
 }
 
-/* -------------------------------------------------------- cached bits */
+/* -------------------------------------------------------- cached marks */
 
-static word_t *cached_word(struct leaf *lf, uintptr_t mblock, uint64_t *bit) {
+static uint8_t *mark_of(struct leaf *lf, uintptr_t mblock) {
   uintptr_t i = mblock & (LEAF_BITS - 1);
-  uintptr_t pos = i >> STRIPE_SHIFT;
-  *bit = (uint64_t)1 << (pos & 63);
-  return &lf->cached[(i & (STRIPES - 1)) * STRIPE_WORDS + (pos >> 6)];
+  return &lf->cached[(i & (STRIPES - 1)) * STRIPE_BYTES + (i >> STRIPE_SHIFT)];
 }
 
-static bool cached_bit(uintptr_t mblock) {
-  uint64_t bit;
-  word_t *w = cached_word(leaf_of(mblock), mblock, &bit);
-  return atomic_load_explicit(w, memory_order_seq_cst) & bit;
+/* Whether any of n marks from p (in one stripe) is set. */
+static bool marks_any(const uint8_t *p, uintptr_t n) {
+  for (; n > 0 && ((uintptr_t)p & 7); p++, n--)
+    if (__atomic_load_n(p, __ATOMIC_SEQ_CST)) return true;
+  for (; n >= 8; p += 8, n -= 8)
+    if (__atomic_load_n((const uint64_t *)(const void *)p, __ATOMIC_SEQ_CST))
+      return true;
+  for (; n > 0; p++, n--)
+    if (__atomic_load_n(p, __ATOMIC_SEQ_CST)) return true;
+  return false;
 }
 
 /* Whether any megablock of [a, b) (one leaf) is cached: per megablock for
- * short ranges, else per stripe, whose positions in [a, b) are contiguous. */
+ * short ranges, else per stripe, whose marks in [a, b) are contiguous. */
 static bool cached_any_in_leaf(struct leaf *lf, uintptr_t a, uintptr_t b) {
   if (b - a < 2 * STRIPES) {
     for (uintptr_t m = a; m < b; m++)
-      if (cached_bit(m)) return true;
+      if (__atomic_load_n(mark_of(lf, m), __ATOMIC_SEQ_CST)) return true;
     return false;
   }
   uintptr_t base = a & ~(LEAF_BITS - 1);
@@ -210,15 +214,7 @@ static bool cached_any_in_leaf(struct leaf *lf, uintptr_t a, uintptr_t b) {
   for (uintptr_t k = 0; k < STRIPES; k++) {
     uintptr_t p0 = la <= k ? 0 : (la - k + STRIPES - 1) >> STRIPE_SHIFT;
     uintptr_t p1 = (lb - 1 - k) >> STRIPE_SHIFT; /* lb - 1 >= k: long range */
-    for (uintptr_t p = p0; p <= p1;) {
-      uintptr_t n = 64 - (p & 63);
-      if (n > p1 - p + 1) n = p1 - p + 1;
-      uint64_t mask = (n == 64 ? ~(uint64_t)0 : ((uint64_t)1 << n) - 1)
-                      << (p & 63);
-      word_t *w = &lf->cached[k * STRIPE_WORDS + (p >> 6)];
-      if (atomic_load_explicit(w, memory_order_seq_cst) & mask) return true;
-      p += n;
-    }
+    if (marks_any(&lf->cached[k * STRIPE_BYTES + p0], p1 - p0 + 1)) return true;
   }
   return false;
 }
@@ -234,35 +230,23 @@ static bool cached_any(uintptr_t start, size_t len) {
   return false;
 }
 
-static void cache_clear(uintptr_t start, size_t len) {
-  for (uintptr_t m = start; m < start + len; m++) {
-    uint64_t bit;
-    word_t *w = cached_word(leaf_of(m), m, &bit);
-    atomic_fetch_and_explicit(w, ~bit, memory_order_seq_cst);
-  }
+void osmem__heapmap_cache_release(uintptr_t mblock) {
+  __atomic_store_n(mark_of(leaf_of(mblock), mblock), 0, __ATOMIC_RELEASE);
 }
 
-void osmem__heapmap_cache_release(uintptr_t start, size_t len) {
-  cache_clear(start, len);
-}
-
-bool osmem__heapmap_cache_claim(uintptr_t start, size_t len) {
-  if (!leaves_exist(start, len)) return false;
-  for (uintptr_t m = start; m < start + len; m++) {
-    uint64_t bit;
-    word_t *w = cached_word(leaf_of(m), m, &bit);
-    if (atomic_fetch_or_explicit(w, bit, memory_order_seq_cst) & bit) {
-      cache_clear(start, m - start); /* cached already: a double free */
-      return false;
-    }
+bool osmem__heapmap_cache_claim(uintptr_t mblock) {
+  if (mblock >= MBLOCK_LIMIT) return false;
+  struct leaf *lf = leaf_of(mblock);
+  if (!lf) return false;
+  uint8_t *mark = mark_of(lf, mblock);
+  if (__atomic_exchange_n(mark, 1, __ATOMIC_SEQ_CST))
+    return false; /* cached already: a double free */
+  uintptr_t i = mblock & (LEAF_BITS - 1);
+  if (!((atomic_load_explicit(&lf->out[i >> 6], memory_order_seq_cst) >>
+         (i & 63)) & 1)) {
+    __atomic_store_n(mark, 0, __ATOMIC_RELEASE); /* not out: a foreign free */
+    return false;
   }
-  FOR_EACH_WORD(start, len, lf, i, mask, {
-    if ((atomic_load_explicit(&lf->out[i], memory_order_seq_cst) & mask) !=
-        mask) {
-      cache_clear(start, len); /* not out of the pool: a foreign free */
-      return false;
-    }
-  });
   return true;
 }
 
@@ -297,9 +281,7 @@ bool osmem__heapmap_contains(const void *p) {
   uintptr_t i = mblock & (LEAF_BITS - 1);
   uint64_t out = atomic_load_explicit(&lf->out[i >> 6], memory_order_relaxed);
   if (!((out >> (i & 63)) & 1)) return false;
-  uint64_t bit;
-  word_t *w = cached_word(lf, mblock, &bit);
-  return !(atomic_load_explicit(w, memory_order_relaxed) & bit);
+  return !__atomic_load_n(mark_of(lf, mblock), __ATOMIC_RELAXED);
 }
 
 /* ------------------------------------------------------ resident bits */

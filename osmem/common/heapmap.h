@@ -5,8 +5,9 @@
  *            cache (a cached run of several is unmarked). Written under the
  *            pool lock, and by a thread cache for runs it takes or gives
  *            back, always with atomic read-modify-writes.
- *   cached   the megablock is in a thread cache. Written by the thread
- *            caches without the lock, one megablock at a time.
+ *   cached   the megablock is a single one in a thread cache. Written by
+ *            the thread caches without the lock. A byte each, so that
+ *            clearing one is a plain store.
  *   resident the megablock is pooled and may hold resident pages (freed and
  *            not decommitted since). Under the pool lock only, with a
  *            summary bit per word and per leaf, so that the highest
@@ -14,7 +15,7 @@
  *            found in a few reads.
  *
  * osmem_is_heap(p) is "out and not cached": exactly the megablocks handed
- * out now. The cached bits are laid out in stripes, so that megablocks next
+ * out now. The cached marks are laid out in stripes, so that megablocks next
  * to each other (which different threads often hold) sit on different cache
  * lines and threads flipping them do not contend; the other two are plain
  * bitmaps, cheap over long ranges.
@@ -25,7 +26,8 @@
  * freed. Cost: the top level has one pointer per 32 GiB of a 2^48-byte
  * address space, 8,192 pointers = 64 KiB of zero-initialised BSS on 64-bit
  * (pages of it never touched cost no memory), one pointer on 32-bit; a leaf
- * is 3 x 32 GiB / OSMEM_MBLOCK_SIZE / 8 bytes: 12 KiB for 1 MiB megablocks.
+ * is 2 bits and a byte per megablock: 40 KiB of address space for 1 MiB
+ * megablocks, of which the pages that describe memory in use are touched.
  *
  * Readers take no lock: a leaf pointer is published with a release store
  * after the leaf is zeroed. A free of megablocks that are handed out must
@@ -83,12 +85,13 @@ OSMEM_HIDDEN void osmem__heapmap_clear(uintptr_t start, size_t len);
  * or cache_claim, let at most one succeed. */
 OSMEM_HIDDEN bool osmem__heapmap_claim_free(uintptr_t start, size_t len);
 
-/* `cached` bits, lock-free. cache_claim sets the bits of [start, start+len)
- * if every megablock of it is handed out, else changes nothing and returns
- * false. cache_release clears them (the megablocks are handed out again, or
- * leave the cache for the pool). */
-OSMEM_HIDDEN bool osmem__heapmap_cache_claim(uintptr_t start, size_t len);
-OSMEM_HIDDEN void osmem__heapmap_cache_release(uintptr_t start, size_t len);
+/* `cached` marks of single megablocks, lock-free. cache_claim marks mblock
+ * if it is handed out (one atomic exchange), else changes nothing and
+ * returns false. cache_release clears the mark (a plain store: only the
+ * cache holding the megablock does it, when it hands it out again or gives
+ * it to the pool). */
+OSMEM_HIDDEN bool osmem__heapmap_cache_claim(uintptr_t mblock);
+OSMEM_HIDDEN void osmem__heapmap_cache_release(uintptr_t mblock);
 
 /* `resident` bits. Lock held. set: marks the range. take: clears the range
  * and returns how many were set. */

@@ -54,14 +54,15 @@ struct osmem__cache {
 /* ----------------------------------------------------------------- slots */
 
 /* A slot's run: bit 63 marks it used, bit 62 a run whose `out` bits are
- * clear (else a single megablock with its `cached` bit set); class in bits
- * 48-59, length in 40-47, first megablock number in 0-39 (megablock numbers
- * are below 2^32). */
+ * clear (else a single megablock, marked `cached`); class in bits 48-59,
+ * length in 40-47, first megablock number in 0-39 (megablock numbers are
+ * below 2^32). */
 #define USED ((uint64_t)1 << 63)
 #define UNMARKED ((uint64_t)1 << 62)
 
-static uint64_t pack(uintptr_t start, size_t len, unsigned cls) {
-  return USED | (len > 1 ? UNMARKED : 0) | (uint64_t)cls << 48 |
+static uint64_t pack(uintptr_t start, size_t len, unsigned cls,
+                     bool unmarked) {
+  return USED | (unmarked ? UNMARKED : 0) | (uint64_t)cls << 48 |
          (uint64_t)len << 40 | (uint64_t)start;
 }
 static uintptr_t run_start(uint64_t e) {
@@ -108,7 +109,7 @@ static bool drainers_fence_all;
 
 /* The owner's side of the handshake: false when a drainer holds the cache
  * (the caller then takes the pool path, which waits for the lock). */
-static bool enter(struct osmem__cache *c) {
+static inline bool enter(struct osmem__cache *c) {
   atomic_store_explicit(&c->busy, true, memory_order_relaxed);
   if (drainers_fence_all)
     atomic_signal_fence(memory_order_seq_cst);
@@ -119,7 +120,7 @@ static bool enter(struct osmem__cache *c) {
   return false;
 }
 
-static void leave(struct osmem__cache *c) {
+static inline void leave(struct osmem__cache *c) {
   atomic_store_explicit(&c->busy, false, memory_order_release);
 }
 
@@ -138,7 +139,8 @@ static uint64_t take_run(struct osmem__cache *c, size_t n, unsigned cls) {
     uint64_t e = slot_get(c, i);
     if (!e || run_cls(e) != cls || run_len(e) < n) continue;
     size_t rest = run_len(e) - n;
-    slot_put(c, i, rest ? pack(run_start(e) + n, rest, cls) : 0);
+    /* Only unmarked runs are longer than one: the rest stays unmarked. */
+    slot_put(c, i, rest ? pack(run_start(e) + n, rest, cls, true) : 0);
     while (c->top > 0 && !slot_get(c, c->top - 1)) c->top--;
     return e;
   }
@@ -156,14 +158,10 @@ bool osmem__cache_get(size_t n, unsigned cls, uintptr_t *mblock) {
   leave(c);
   if (!e) return false;
   uintptr_t start = run_start(e);
-  if (run_len(e) - n == 1) { /* a single one left takes the single's marks */
-    osmem__heapmap_set(start + n, 1);
-    osmem__heapmap_cache_claim(start + n, 1); /* cannot fail: ours */
-  }
   if (e & UNMARKED)
     osmem__heapmap_set(start, n); /* handed out: out, never cached */
   else
-    osmem__heapmap_cache_release(start, n);
+    osmem__heapmap_cache_release(start);
   *mblock = start;
   return true;
 }
@@ -187,8 +185,8 @@ static size_t return_runs(uint64_t *e, unsigned n) {
   sort_runs(e, n);
   for (unsigned i = 0; i < n; i++) {
     if (e[i] & UNMARKED) continue;
-    osmem__heapmap_clear(run_start(e[i]), 1);         /* not out, */
-    osmem__heapmap_cache_release(run_start(e[i]), 1); /* then not cached */
+    osmem__heapmap_clear(run_start(e[i]), 1);      /* not out, */
+    osmem__heapmap_cache_release(run_start(e[i])); /* then not cached */
   }
   for (unsigned i = 0; i < n;) {
     uintptr_t start = run_start(e[i]);
@@ -348,13 +346,13 @@ static struct osmem__cache *adopt_cache(void) {
 /* Marks [start, start + n) cached if all of it is handed out (see the top
  * of the file for how); false, with nothing changed, if not. */
 static bool claim(uintptr_t start, size_t n) {
-  return n == 1 ? osmem__heapmap_cache_claim(start, 1)
+  return n == 1 ? osmem__heapmap_cache_claim(start)
                 : osmem__heapmap_claim_free(start, n);
 }
 
 static void unclaim(uintptr_t start, size_t n) {
   if (n == 1)
-    osmem__heapmap_cache_release(start, 1);
+    osmem__heapmap_cache_release(start);
   else
     osmem__heapmap_set(start, n);
 }
@@ -363,7 +361,7 @@ int osmem__cache_free(uintptr_t start, size_t n) {
   size_t cap = capacity();
   if (n > cap || exiting) return -1;
   if (!claim(start, n)) return EINVAL;
-  unsigned cls = osmem__heapmap_class(start);
+  unsigned cls = osmem__g.classes ? osmem__heapmap_class(start) : 0;
   struct osmem__cache *c = mine;
   if ((n > 1 && osmem__heapmap_class_run(start, n) < n) ||
       (!c && !(c = adopt_cache()))) {
@@ -380,7 +378,7 @@ int osmem__cache_free(uintptr_t start, size_t n) {
     unclaim(start, n);
     return -1;
   }
-  slot_put(c, c->top++, pack(start, n, cls));
+  slot_put(c, c->top++, pack(start, n, cls, n > 1));
   bump(&c->pushed, n);
   bump(&c->frees, 1);
   leave(c);
@@ -396,11 +394,8 @@ void osmem__cache_refill_locked(void) {
   if (!c || want == 0 || held(c) != 0 || c->top == OSMEM__CACHE_SLOTS) return;
   struct osmem__range r;
   if (!osmem__take_unbound_locked(want, &r)) return;
-  if (r.len == 1) { /* a single one carries the single's marks */
-    osmem__heapmap_set(r.start, 1);
-    osmem__heapmap_cache_claim(r.start, 1); /* cannot fail: ours */
-  }
-  slot_put(c, c->top++, pack(r.start, r.len, 0)); /* ours: lock held */
+  /* Unmarked, even a single one: marking it would race with a bad free. */
+  slot_put(c, c->top++, pack(r.start, r.len, 0, true)); /* ours: lock held */
   bump(&c->pushed, r.len);
 }
 
