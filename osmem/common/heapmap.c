@@ -47,6 +47,10 @@ struct leaf {
 
 static struct leaf *_Atomic top[TOP_ENTRIES];
 
+/* The lowest and highest leaves that exist: osmem_is_heap answers pointers
+ * outside them (most foreign pointers) without reading the top level. */
+static atomic_uintptr_t leaf_lo = UINTPTR_MAX, leaf_hi;
+
 /* Bit i: leaf i has a resident megablock (lock held). With the per-leaf
  * summaries, the highest resident megablock is found in a few word reads. */
 static uint64_t resident_leaves[(TOP_ENTRIES + 63) / 64];
@@ -106,6 +110,10 @@ int osmem__heapmap_prepare(uintptr_t start, size_t len, bool with_classes) {
   uintptr_t first = start >> LEAF_BITS_SHIFT;
   uintptr_t last = (start + len - 1) >> LEAF_BITS_SHIFT;
   if (prepare_bits(first, last) != 0) return ENOMEM;
+  if (first < atomic_load_explicit(&leaf_lo, memory_order_relaxed))
+    atomic_store_explicit(&leaf_lo, first, memory_order_release);
+  if (last > atomic_load_explicit(&leaf_hi, memory_order_relaxed))
+    atomic_store_explicit(&leaf_hi, last, memory_order_release);
   if (with_classes && prepare_classes(first, last) != 0) return ENOMEM;
   return 0;
 }
@@ -275,7 +283,9 @@ bool osmem__heapmap_claim_free(uintptr_t start, size_t len) {
 
 bool osmem__heapmap_contains(const void *p) {
   uintptr_t mblock = (uintptr_t)p >> OSMEM_MBLOCK_SHIFT;
-  if (mblock >= MBLOCK_LIMIT) return false;
+  uintptr_t lo = atomic_load_explicit(&leaf_lo, memory_order_relaxed);
+  uintptr_t hi = atomic_load_explicit(&leaf_hi, memory_order_relaxed);
+  if ((mblock >> LEAF_BITS_SHIFT) - lo > hi - lo) return false;
   struct leaf *lf = leaf_of(mblock);
   if (!lf) return false;
   uintptr_t i = mblock & (LEAF_BITS - 1);

@@ -94,6 +94,10 @@ OSMEM_HIDDEN int osmem__get_locked(size_t n, unsigned cls, bool plain,
  * empty or no pool nodes can be set aside. */
 OSMEM_HIDDEN bool osmem__take_unbound_locked(size_t most,
                                              struct osmem__range *out);
+/* The same from the current reservation's unused part (never a new
+ * reservation); not while fresh plain gets are to be interleaved. */
+OSMEM_HIDDEN bool osmem__take_fresh_locked(size_t most,
+                                           struct osmem__range *out);
 /* Returns megablocks [start, start + n), out of the pool but not marked
  * `out` (or `cached`) in the heap map, to their pools; decommits what the
  * threshold asks for. */

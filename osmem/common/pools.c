@@ -142,6 +142,21 @@ bool osmem__take_unbound_locked(size_t most, struct osmem__range *out) {
   return true;
 }
 
+bool osmem__take_fresh_locked(size_t most, struct osmem__range *out) {
+  struct osmem__state *g = &osmem__g;
+  struct osmem__pool *pool = &g->pool;
+  size_t room = (g->carve_end - g->carve) >> OSMEM_MBLOCK_SHIFT;
+  size_t n = room < most ? room : most;
+  /* Plain fresh gets are interleaved when asked for: not from a cache. */
+  if (n == 0 || g->numa_interleave ||
+      osmem__fresh_take(n, pool, pool->handed_out + n + 1, &out->start) != 0)
+    return false;
+  osmem__heapmap_set_class(out->start, n, 0);
+  out->len = n;
+  count_out(pool, n);
+  return true;
+}
+
 /* ------------------------------------------------------------- decommit */
 
 static size_t threshold_mblocks(void) {

@@ -387,13 +387,19 @@ int osmem__cache_free(uintptr_t start, size_t n) {
 
 /* ---------------------------------------------------------------- refill */
 
+/* A thread that gets single megablocks and finds its cache empty takes a
+ * few more at once, from the pool or else from the current reservation
+ * (fresh megablocks stay zero-filled and untouched in the cache), so that
+ * most of its gets take no lock. */
 void osmem__cache_refill_locked(void) {
   struct osmem__cache *c = mine;
   size_t want = capacity() / 2;
   if (want > OSMEM_THREAD_CACHE_RUN) want = OSMEM_THREAD_CACHE_RUN;
   if (!c || want == 0 || held(c) != 0 || c->top == OSMEM__CACHE_SLOTS) return;
   struct osmem__range r;
-  if (!osmem__take_unbound_locked(want, &r)) return;
+  if (!osmem__take_unbound_locked(want, &r) &&
+      !osmem__take_fresh_locked(want, &r))
+    return;
   /* Unmarked, even a single one: marking it would race with a bad free. */
   slot_put(c, c->top++, pack(r.start, r.len, 0, true)); /* ours: lock held */
   bump(&c->pushed, r.len);
