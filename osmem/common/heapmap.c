@@ -5,6 +5,7 @@
 #include "heapmap.h"
 
 #include <errno.h>
+#include <string.h>
 
 #include "osmem.h"
 
@@ -47,9 +48,14 @@ struct leaf {
 
 static struct leaf *_Atomic top[TOP_ENTRIES];
 
-/* The lowest and highest leaves that exist: osmem_is_heap answers pointers
- * outside them (most foreign pointers) without reading the top level. */
-static atomic_uintptr_t leaf_lo = UINTPTR_MAX, leaf_hi;
+/* The lowest and highest leaves that exist, and the leaf itself while there
+ * is one (a heap within 32 GiB): osmem_is_heap answers pointers outside them
+ * (most foreign pointers) without reading the top level, and finds a lone
+ * leaf on the same cache line. */
+static struct {
+  _Alignas(64) atomic_uintptr_t lo, hi;
+  struct leaf *_Atomic only;
+} bounds = {UINTPTR_MAX, 0, NULL};
 
 /* Bit i: leaf i has a resident megablock (lock held). With the per-leaf
  * summaries, the highest resident megablock is found in a few word reads. */
@@ -110,10 +116,18 @@ int osmem__heapmap_prepare(uintptr_t start, size_t len, bool with_classes) {
   uintptr_t first = start >> LEAF_BITS_SHIFT;
   uintptr_t last = (start + len - 1) >> LEAF_BITS_SHIFT;
   if (prepare_bits(first, last) != 0) return ENOMEM;
-  if (first < atomic_load_explicit(&leaf_lo, memory_order_relaxed))
-    atomic_store_explicit(&leaf_lo, first, memory_order_release);
-  if (last > atomic_load_explicit(&leaf_hi, memory_order_relaxed))
-    atomic_store_explicit(&leaf_hi, last, memory_order_release);
+  uintptr_t lo = atomic_load_explicit(&bounds.lo, memory_order_relaxed);
+  uintptr_t hi = atomic_load_explicit(&bounds.hi, memory_order_relaxed);
+  if (first < lo || last > hi) {
+    lo = first < lo ? first : lo;
+    hi = last > hi ? last : hi;
+    /* A reader that finds no lone leaf looks in the top level. */
+    atomic_store_explicit(&bounds.only, lo == hi ? leaf_of(lo << LEAF_BITS_SHIFT)
+                                                 : NULL,
+                          memory_order_release);
+    atomic_store_explicit(&bounds.lo, lo, memory_order_release);
+    atomic_store_explicit(&bounds.hi, hi, memory_order_release);
+  }
   if (with_classes && prepare_classes(first, last) != 0) return ENOMEM;
   return 0;
 }
@@ -143,8 +157,23 @@ unsigned osmem__heapmap_class(uintptr_t mblock) {
 
 size_t osmem__heapmap_class_run(uintptr_t start, size_t len) {
   unsigned cls = osmem__heapmap_class(start);
+  uint64_t four = (uint64_t)cls * 0x0001000100010001u; /* cls, 4 times */
   size_t run = 1;
-  while (run < len && osmem__heapmap_class(start + run) == cls) run++;
+  while (run < len) {
+    uintptr_t m = start + run;
+    const uint16_t *array = classes[m >> LEAF_BITS_SHIFT];
+    size_t i = m & (LEAF_BITS - 1);
+    uint64_t next4;
+    if (array && (i & 3) == 0 && len - run >= 4 && i + 4 <= LEAF_BITS) {
+      memcpy(&next4, &array[i], sizeof next4); /* four at a time */
+      if (next4 == four) {
+        run += 4;
+        continue;
+      }
+    }
+    if (osmem__heapmap_class(m) != cls) break;
+    run++;
+  }
   return run;
 }
 
@@ -283,15 +312,17 @@ bool osmem__heapmap_claim_free(uintptr_t start, size_t len) {
 
 bool osmem__heapmap_contains(const void *p) {
   uintptr_t mblock = (uintptr_t)p >> OSMEM_MBLOCK_SHIFT;
-  uintptr_t lo = atomic_load_explicit(&leaf_lo, memory_order_relaxed);
-  uintptr_t hi = atomic_load_explicit(&leaf_hi, memory_order_relaxed);
+  uintptr_t lo = atomic_load_explicit(&bounds.lo, memory_order_acquire);
+  uintptr_t hi = atomic_load_explicit(&bounds.hi, memory_order_acquire);
   if ((mblock >> LEAF_BITS_SHIFT) - lo > hi - lo) return false;
-  struct leaf *lf = leaf_of(mblock);
+  struct leaf *lf = NULL;
+  if (lo == hi) lf = atomic_load_explicit(&bounds.only, memory_order_acquire);
+  if (!lf) lf = leaf_of(mblock);
   if (!lf) return false;
   uintptr_t i = mblock & (LEAF_BITS - 1);
   uint64_t out = atomic_load_explicit(&lf->out[i >> 6], memory_order_relaxed);
-  if (!((out >> (i & 63)) & 1)) return false;
-  return !__atomic_load_n(mark_of(lf, mblock), __ATOMIC_RELAXED);
+  uint8_t mark = __atomic_load_n(mark_of(lf, mblock), __ATOMIC_RELAXED);
+  return ((out >> (i & 63)) & 1) & !mark;
 }
 
 /* ------------------------------------------------------ resident bits */

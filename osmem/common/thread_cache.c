@@ -183,15 +183,17 @@ static void sort_runs(uint64_t *e, unsigned n) {
 static size_t return_runs(uint64_t *e, unsigned n) {
   size_t moved = 0;
   sort_runs(e, n);
-  for (unsigned i = 0; i < n; i++) {
-    if (e[i] & UNMARKED) continue;
-    osmem__heapmap_clear(run_start(e[i]), 1);      /* not out, */
-    osmem__heapmap_cache_release(run_start(e[i])); /* then not cached */
-  }
   for (unsigned i = 0; i < n;) {
+    unsigned first = i;
     uintptr_t start = run_start(e[i]);
     size_t len = 0;
     for (; i < n && run_start(e[i]) == start + len; i++) len += run_len(e[i]);
+    /* Not out (a word operation for the stretch: the unmarked runs' bits
+     * are clear already, and ours), then not cached: never the other way
+     * round, or a bad free could find a single out and uncached. */
+    osmem__heapmap_clear(start, len);
+    for (unsigned j = first; j < i; j++)
+      if (!(e[j] & UNMARKED)) osmem__heapmap_cache_release(run_start(e[j]));
     osmem__put_locked(start, len);
     moved += len;
   }
