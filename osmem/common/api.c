@@ -203,8 +203,6 @@ size_t osmem_flush_thread_cache(void) {
 
 /* ---------------------------------------------------------------- lookups */
 
-bool osmem_is_heap(const void *p) { return osmem__heapmap_contains(p); }
-
 osmem_oom_handler osmem_set_oom_handler(osmem_oom_handler h) {
   return atomic_exchange(&oom_handler, h);
 }

@@ -53,8 +53,9 @@ static struct leaf *_Atomic top[TOP_ENTRIES];
  * (most foreign pointers) without reading the top level, and finds a lone
  * leaf on the same cache line. */
 static struct {
-  _Alignas(64) atomic_uintptr_t lo, hi;
-  struct leaf *_Atomic only;
+  _Alignas(64) atomic_uintptr_t lo;
+  atomic_uintptr_t hi;
+  struct leaf *_Atomic only; /* NULL unless lo == hi */
 } bounds = {UINTPTR_MAX, 0, NULL};
 
 /* Bit i: leaf i has a resident megablock (lock held). With the per-leaf
@@ -310,13 +311,14 @@ bool osmem__heapmap_claim_free(uintptr_t start, size_t len) {
   return true;
 }
 
-bool osmem__heapmap_contains(const void *p) {
+/* The public call lives here, beside the layout it reads: one call, no
+ * second hop into the heap map. */
+bool osmem_is_heap(const void *p) {
   uintptr_t mblock = (uintptr_t)p >> OSMEM_MBLOCK_SHIFT;
   uintptr_t lo = atomic_load_explicit(&bounds.lo, memory_order_acquire);
   uintptr_t hi = atomic_load_explicit(&bounds.hi, memory_order_acquire);
   if ((mblock >> LEAF_BITS_SHIFT) - lo > hi - lo) return false;
-  struct leaf *lf = NULL;
-  if (lo == hi) lf = atomic_load_explicit(&bounds.only, memory_order_acquire);
+  struct leaf *lf = atomic_load_explicit(&bounds.only, memory_order_acquire);
   if (!lf) lf = leaf_of(mblock);
   if (!lf) return false;
   uintptr_t i = mblock & (LEAF_BITS - 1);

@@ -114,7 +114,6 @@ OSMEM_HIDDEN size_t osmem__heapmap_resident_run_down(uintptr_t mblock,
  * the invariant checks). */
 OSMEM_HIDDEN bool osmem__heapmap_all_set(uintptr_t start, size_t len);
 
-/* Whether the megablock holding address p is handed out. Lock-free. */
-OSMEM_HIDDEN bool osmem__heapmap_contains(const void *p);
+/* osmem_is_heap (include/osmem.h) is defined in heapmap.c. */
 
 #endif /* OSMEM_COMMON_HEAPMAP_H */
