@@ -112,6 +112,31 @@ Test(nodes, bitmap_shows_nodes_past_64) {
   cr_assert_eq(osmem_numa_nodes(), 3);
 }
 
+Test(nodes, thread_cache_keeps_each_node_apart) {
+  fake_topology();
+  char *on1 = osmem_get_mblocks_on_node(1, 1);
+  char *on70 = osmem_get_mblocks_on_node(1, 70);
+  cr_assert(on1 && on70);
+  cr_assert_eq(osmem_free_mblocks(on1, 1), 0);
+  cr_assert_eq(osmem_free_mblocks(on70, 1), 0);
+  struct osmem_stats s = stats_now();
+  cr_assert_eq(s.mblocks_cached, 2, "both in this thread's cache");
+  /* A plain get takes neither (they are bound); a get for node 70 takes
+   * node 70's from the cache, and binds it again as every node get does. */
+  char *plain = osmem_get_mblocks(1);
+  cr_assert(plain && plain != on1 && plain != on70);
+  int calls = seen.calls;
+  cr_assert_eq(osmem_get_mblocks_on_node(1, 70), on70);
+  cr_assert_eq(seen.calls, calls + 1);
+  cr_assert_eq(seen.first_node, 70);
+  cr_assert_eq(osmem_get_mblocks_on_node(1, 1), on1);
+  cr_assert_eq(stats_now().cache_gets, s.cache_gets + 2);
+  cr_assert_eq(osmem_free_mblocks(on1, 1), 0);
+  cr_assert_eq(osmem_free_mblocks(on70, 1), 0);
+  cr_assert_eq(osmem_free_mblocks(plain, 1), 0);
+  assert_invariants();
+}
+
 Test(nodes, pooled_megablocks_keep_their_node) {
   fake_topology();
   char *on1 = osmem_get_mblocks_on_node(2, 1);
