@@ -160,13 +160,15 @@ OSMEM_EXTERN size_t osmem_set_decommit_threshold(size_t bytes);
 
 /* How pooled memory over the threshold is given back to the OS. */
 enum osmem_decommit_mode {
-  /* MADV_FREE (MADV_DONTNEED where the kernel lacks it): the kernel takes
-   * the pages when it needs memory. Cheap to reuse, but the pages count in
-   * the process's RSS (and in /proc's LazyFree) until the kernel takes
-   * them. The default. */
+  /* MADV_FREE (MADV_DONTNEED where the kernel lacks it), once the excess
+   * has waited out the decommit delay (osmem_set_decommit_delay): the
+   * kernel takes the pages when it needs memory. Cheap to reuse, but the
+   * pages count in the process's RSS (and in /proc's LazyFree) until the
+   * kernel takes them. The default. */
   OSMEM_DECOMMIT_LAZY = 0,
-  /* MADV_DONTNEED: the pages leave RSS at once; reusing them faults in
-   * zeroed pages. For runtimes whose users read RSS. */
+  /* MADV_DONTNEED, at once, in the free that crosses the threshold: the
+   * pages leave RSS at once; reusing them faults in zeroed pages. For
+   * runtimes whose users read RSS. */
   OSMEM_DECOMMIT_EAGER = 1,
   /* Never decommit: pooled memory stays resident until
    * osmem_release_free_memory(). */
@@ -186,6 +188,22 @@ OSMEM_EXTERN int osmem_set_decommit_mode(enum osmem_decommit_mode mode);
 
 /* The decommit mode in force. */
 OSMEM_EXTERN enum osmem_decommit_mode osmem_decommit_mode(void);
+
+/*
+ * osmem_set_decommit_delay: in lazy mode, how long pooled memory over the
+ * threshold waits before it is decommitted, in milliseconds (default 100).
+ * A free that takes the pool over the threshold makes no system call; the
+ * first call that reaches the pool (a get or free the thread cache cannot
+ * serve, a release) once the delay is over decommits the excess, and memory
+ * got back before then is never decommitted at all. 0 decommits at once, in
+ * the free that crosses the threshold. Eager mode, and a threshold of 0,
+ * always decommit at once.
+ * A program that frees and then stops calling the library keeps the excess
+ * until its next call; osmem_release_free_memory() gives everything back.
+ * Lowering the delay to 0 decommits what waits now. Returns the previous
+ * delay.
+ */
+OSMEM_EXTERN unsigned osmem_set_decommit_delay(unsigned ms);
 
 /*
  * Thread caches. Each thread keeps a small cache of megablocks it freed, in

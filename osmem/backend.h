@@ -130,6 +130,9 @@ OSMEM_HIDDEN void osmem__os_barrier_all(void);
  * section). */
 OSMEM_HIDDEN void osmem__os_yield(void);
 
+/* A monotonic clock, in nanoseconds from an arbitrary start. */
+OSMEM_HIDDEN uint64_t osmem__os_clock_ns(void);
+
 /* Arranges for osmem__thread_exit(arg) to run when the calling thread
  * exits, where the OS has threads (else 0 and it never runs). 0, or an errno
  * value when it cannot be arranged. */

@@ -25,6 +25,10 @@ static inline struct osmem_stats stats_now(void) {
  * caches in front of it would hide what they check). */
 static inline void pool_direct(void) { osmem_set_thread_cache(0); }
 
+/* Lazy decommit in the free that crosses the threshold, not after the
+ * decommit delay: for tests of what a free decommits. */
+static inline void decommit_at_once(void) { osmem_set_decommit_delay(0); }
+
 #define assert_invariants() \
   cr_assert_eq(osmem__check_invariants(), 0, "library invariant broken")
 

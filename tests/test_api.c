@@ -780,6 +780,7 @@ Test(api, decommit_threshold_returns_previous) {
  * decommit: the pool stays resident and no call is made (the threshold is
  * still kept and returned). */
 Test(api, lowering_threshold_decommits_pool) {
+  decommit_at_once();
   pool_direct();
   char *p = osmem_get_mblocks(4);
   cr_assert_not_null(p);

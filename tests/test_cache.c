@@ -16,6 +16,7 @@
 #ifndef __wasi__
 #include <pthread.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #endif
 
@@ -32,11 +33,14 @@ static void touch(char *p, size_t n) {
 
 /* Freeing k touched megablocks one by one into a pool already at the
  * threshold makes at most k decommit calls, covering at most k megablocks:
- * nothing is decommitted twice, and nothing a free did not return. */
-static void free_one_by_one_past_threshold(size_t cache) {
+ * nothing is decommitted twice, and nothing a free did not return. With the
+ * default delay the frees make none, and the decommit comes once the delay
+ * is over (here: when it is lowered to 0, which decommits what waits). */
+static void free_one_by_one_past_threshold(size_t cache, bool delayed) {
   const size_t t = 16, k = 48;
   osmem_set_decommit_threshold(t * MB);
   osmem_set_thread_cache(cache);
+  osmem_set_decommit_delay(delayed ? 3600 * 1000 : 0);
   char *fill = osmem_get_mblocks(t);
   char *p[48];
   cr_assert_not_null(fill);
@@ -50,6 +54,12 @@ static void free_one_by_one_past_threshold(size_t cache) {
   struct osmem_stats s0 = stats_now();
   cr_assert_eq(s0.mblocks_pooled_resident, t);
   for (size_t i = 0; i < k; i++) cr_assert_eq(osmem_free_mblocks(p[i], 1), 0);
+  if (delayed) {
+    struct osmem_stats w = stats_now();
+    cr_assert_eq(w.os_madvise, s0.os_madvise, "the frees wait out the delay");
+    cr_assert_gt(w.mblocks_pooled_resident, t);
+    osmem_set_decommit_delay(0);
+  }
   struct osmem_stats s1 = stats_now();
   uint64_t calls = s1.os_madvise - s0.os_madvise;
   uint64_t bytes = s1.bytes_decommitted - s0.bytes_decommitted;
@@ -65,17 +75,65 @@ static void free_one_by_one_past_threshold(size_t cache) {
 }
 
 Test(decommit_count, one_by_one_without_cache) {
-  free_one_by_one_past_threshold(0);
+  free_one_by_one_past_threshold(0, false);
 }
 
 Test(decommit_count, one_by_one_with_cache) {
-  free_one_by_one_past_threshold(16);
+  free_one_by_one_past_threshold(16, false);
+}
+
+Test(decommit_count, one_by_one_after_the_delay) {
+  free_one_by_one_past_threshold(16, true);
+}
+
+/* Memory over the threshold that is got back before its delay is over is
+ * never decommitted. */
+Test(decommit_count, got_back_within_the_delay_is_never_decommitted) {
+  const size_t t = 16;
+  osmem_set_decommit_threshold(t * MB);
+  osmem_set_thread_cache(0);
+  osmem_set_decommit_delay(3600 * 1000);
+  char *p = osmem_get_mblocks(t + 24);
+  cr_assert_not_null(p);
+  touch(p, t + 24);
+  struct osmem_stats s0 = stats_now();
+  cr_assert_eq(osmem_free_mblocks(p, t + 24), 0);
+  char *q = osmem_get_mblocks(24); /* the excess, back at once */
+  cr_assert_eq(q, p);
+  cr_assert_leq(stats_now().mblocks_pooled_resident, t);
+  osmem_set_decommit_delay(0); /* nothing waits any more */
+  struct osmem_stats s1 = stats_now();
+  cr_assert_eq(s1.os_madvise, s0.os_madvise, "nothing decommitted");
+  cr_assert_eq(s1.bytes_decommitted, s0.bytes_decommitted);
+  assert_invariants();
+}
+
+/* A get that reaches the pool after the delay decommits what waited. */
+Test(decommit_count, the_next_call_after_the_delay_decommits) {
+  const size_t t = 16;
+  osmem_set_decommit_threshold(t * MB);
+  osmem_set_thread_cache(0);
+  osmem_set_decommit_delay(1);
+  char *p = osmem_get_mblocks(t + 24);
+  cr_assert_not_null(p);
+  struct osmem_stats s0 = stats_now();
+  cr_assert_eq(osmem_free_mblocks(p, t + 24), 0);
+  cr_assert_eq(stats_now().os_madvise, s0.os_madvise);
+  struct timespec ms5 = {0, 5 * 1000 * 1000};
+  nanosleep(&ms5, NULL); /* past the 1 ms delay */
+  char *q = osmem_get_mblocks(1); /* reaches the pool: no cache */
+  cr_assert_not_null(q);
+  struct osmem_stats s1 = stats_now();
+  cr_assert_gt(s1.os_madvise, s0.os_madvise, "decommitted once due");
+  cr_assert_leq(s1.mblocks_pooled_resident, t);
+  assert_invariants();
 }
 
 /* Pooled get+free pairs in a pool past the threshold make no decommit call:
  * gets take the resident megablocks, highest ones were decommitted. */
 Test(decommit_count, pairs_after_touched_frees_make_no_calls) {
   enum { N = 256 };
+  decommit_at_once(); /* the strictest case */
   static char *p[N];
   for (size_t i = 0; i < N; i++) {
     p[i] = osmem_get_mblocks(1);
@@ -390,6 +448,7 @@ static void rss_after_free(enum osmem_decommit_mode mode, long long *fell,
   if (rollup("Rss") < 0) cr_skip_test("no /proc/self/smaps_rollup");
   cr_assert_eq(osmem_set_decommit_mode(mode), 0);
   cr_assert_eq(osmem_decommit_mode(), mode);
+  decommit_at_once(); /* lazy: in the free, not after the delay */
   osmem_set_decommit_threshold((size_t)32 << 20);
   osmem_set_thread_cache(0);
   char *p = osmem_get_mblocks(N);

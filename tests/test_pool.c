@@ -938,6 +938,7 @@ static size_t after_free_target(size_t t) {
 }
 
 Test(decommit, exceeding_default_threshold_decommits_highest_down_to_below) {
+  decommit_at_once();
   pool_direct();
   const size_t t = test_threshold();
   char *p = osmem_get_mblocks(t + 1);

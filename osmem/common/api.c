@@ -41,6 +41,8 @@ void osmem__ensure_init(void) {
     osmem__g.next_reserve = OSMEM__RESERVE_FIRST;
     osmem__g.decommit_threshold = OSMEM__DEFAULT_DECOMMIT_THRESHOLD;
     osmem__g.decommit_mode = decommit_mode_from_env();
+    osmem__g.decommit_delay_ns =
+        (uint64_t)OSMEM__DEFAULT_DECOMMIT_DELAY_MS * 1000000u;
     atomic_store_explicit(&osmem__g.cache_cap, OSMEM__CACHE_DEFAULT,
                           memory_order_relaxed);
     osmem__g.classes = osmem__os_numa_nodes() > 1;
@@ -170,6 +172,16 @@ int osmem_set_decommit_mode(enum osmem_decommit_mode mode) {
   osmem__decommit_over_threshold();
   osmem__os_unlock();
   return 0;
+}
+
+unsigned osmem_set_decommit_delay(unsigned ms) {
+  osmem__ensure_init();
+  osmem__os_lock();
+  unsigned old = (unsigned)(osmem__g.decommit_delay_ns / 1000000u);
+  osmem__g.decommit_delay_ns = (uint64_t)ms * 1000000u;
+  if (osmem__g.decommit_due && ms == 0) osmem__decommit_over_threshold();
+  osmem__os_unlock();
+  return old;
 }
 
 enum osmem_decommit_mode osmem_decommit_mode(void) {

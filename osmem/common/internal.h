@@ -27,6 +27,7 @@
 #endif
 
 #define OSMEM__DEFAULT_DECOMMIT_THRESHOLD ((size_t)64 << 20)
+#define OSMEM__DEFAULT_DECOMMIT_DELAY_MS 100
 
 /* Thread caches: default and largest capacity, in megablocks. */
 #define OSMEM__CACHE_DEFAULT 16
@@ -52,6 +53,8 @@ struct osmem__state {
   size_t next_reserve;            /* bytes of the next reservation */
   size_t decommit_threshold;      /* bytes */
   enum osmem_decommit_mode decommit_mode;
+  uint64_t decommit_delay_ns;     /* lazy mode: how long the excess waits */
+  uint64_t decommit_due;          /* clock time it is due; 0: none waits */
   size_t pooled_resident;         /* megablocks, all pools */
   /* Thread caches (thread_cache.c): the capacity each may use, read
    * without the lock; every cache ever made, and those without a thread. */
@@ -104,8 +107,11 @@ OSMEM_HIDDEN bool osmem__take_fresh_locked(size_t most,
 OSMEM_HIDDEN void osmem__put_locked(uintptr_t start, size_t n);
 /* Unmaps every pooled range; bytes unmapped. */
 OSMEM_HIDDEN size_t osmem__release_locked(void);
-/* Decommits pooled ranges, lowest first, until under the threshold. */
+/* Decommits pooled memory, highest first, until under the threshold; now,
+ * whatever the delay (an explicit change of threshold, mode or delay). */
 OSMEM_HIDDEN void osmem__decommit_over_threshold(void);
+/* Decommits what waited its delay out, if anything did. */
+OSMEM_HIDDEN void osmem__decommit_if_due_locked(void);
 /* Totals over all pools. */
 OSMEM_HIDDEN void osmem__pools_sum(size_t *mblocks, size_t *resident,
                                    size_t *ranges);

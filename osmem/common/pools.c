@@ -127,6 +127,7 @@ int osmem__get_locked(size_t n, unsigned cls, bool plain, uintptr_t *mblock,
   }
   osmem__heapmap_set(*mblock, n);
   count_out(pool, n);
+  osmem__decommit_if_due_locked();
   return 0;
 }
 
@@ -215,7 +216,42 @@ static size_t after_free_target(void) {
 }
 
 void osmem__decommit_over_threshold(void) {
+  osmem__g.decommit_due = 0;
   if (decommit_on()) decommit_down_to(threshold_mblocks());
+}
+
+/* Lazy mode lets the excess wait out a delay (default 100 ms) before it is
+ * decommitted, at the first call that takes the lock after it: a burst of
+ * frees costs no system call, and memory freed and soon got again is never
+ * decommitted at all. Eager mode decommits at once, for RSS's sake. */
+static bool decommit_waits(void) {
+  return osmem__g.decommit_mode == OSMEM_DECOMMIT_LAZY &&
+         osmem__g.decommit_delay_ns > 0 && osmem__g.decommit_threshold > 0;
+}
+
+void osmem__decommit_if_due_locked(void) {
+  struct osmem__state *g = &osmem__g;
+  if (!g->decommit_due) return;
+  if (g->pooled_resident <= threshold_mblocks()) {
+    g->decommit_due = 0; /* gets took the excess back */
+    return;
+  }
+  if (osmem__os_clock_ns() < g->decommit_due) return;
+  g->decommit_due = 0;
+  if (decommit_on()) decommit_down_to(after_free_target());
+}
+
+/* The pools just went over the threshold (or were over it already). */
+static void over_threshold_after_free(void) {
+  struct osmem__state *g = &osmem__g;
+  if (!decommit_waits()) {
+    decommit_down_to(after_free_target());
+  } else if (!g->decommit_due) {
+    uint64_t due = osmem__os_clock_ns() + g->decommit_delay_ns;
+    g->decommit_due = due ? due : 1;
+  } else {
+    osmem__decommit_if_due_locked();
+  }
 }
 
 /* ------------------------------------------------------------------ free */
@@ -233,7 +269,7 @@ void osmem__put_locked(uintptr_t start, size_t n) {
     resident_add(pool, run);
   }
   if (decommit_on() && g->pooled_resident > threshold_mblocks())
-    decommit_down_to(after_free_target());
+    over_threshold_after_free();
 }
 
 /* --------------------------------------------------------------- release */

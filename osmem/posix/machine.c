@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <time.h>
 #include <sys/mman.h>
 #include <unistd.h>
 #if HAVE_DECL_MEMBARRIER_CMD_PRIVATE_EXPEDITED && HAVE_DECL_SYS_MEMBARRIER
@@ -73,6 +74,12 @@ void osmem__os_barrier_all(void) { atomic_thread_fence(memory_order_seq_cst); }
 #endif
 
 void osmem__os_yield(void) { sched_yield(); }
+
+uint64_t osmem__os_clock_ns(void) {
+  struct timespec ts;
+  if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) return 0;
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 /* ----------------------------------------------------------- thread exit */
 

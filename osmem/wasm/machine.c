@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <stdatomic.h>
+#include <time.h>
 
 #include "osmem.h"
 #include "sys.h"
@@ -26,6 +27,13 @@ void osmem__os_unlock(void) {
 bool osmem__os_barrier_init(void) { return true; }
 void osmem__os_barrier_all(void) {}
 void osmem__os_yield(void) {}
+
+/* Never asked for: wasm memory is never decommitted. */
+uint64_t osmem__os_clock_ns(void) {
+  struct timespec ts;
+  if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) return 0;
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 /* One thread: it never exits while the library runs. */
 int osmem__os_at_thread_exit(void *arg) {
