@@ -227,15 +227,27 @@ static uint8_t *mark_of(struct leaf *lf, uintptr_t mblock) {
   return &lf->cached[(i & (STRIPES - 1)) * STRIPE_BYTES + (i >> STRIPE_SHIFT)];
 }
 
-/* Whether any of n marks from p (in one stripe) is set. */
+/* The bits of an 8-byte word that hold its bytes [lo, hi), 0 <= lo < hi <=
+ * 8, in memory order. */
+static uint64_t byte_mask(unsigned lo, unsigned hi) {
+  uint64_t m = (hi == 8 ? ~(uint64_t)0 : ((uint64_t)1 << (8 * hi)) - 1) &
+               (~(uint64_t)0 << (8 * lo));
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+  m = __builtin_bswap64(m);
+#endif
+  return m;
+}
+
+/* Whether any of n marks from p (in one stripe) is set: the aligned words
+ * that cover them, read whole, with the bytes outside masked off. */
 static bool marks_any(const uint8_t *p, uintptr_t n) {
-  for (; n > 0 && ((uintptr_t)p & 7); p++, n--)
-    if (__atomic_load_n(p, __ATOMIC_SEQ_CST)) return true;
-  for (; n >= 8; p += 8, n -= 8)
-    if (__atomic_load_n((const uint64_t *)(const void *)p, __ATOMIC_SEQ_CST))
-      return true;
-  for (; n > 0; p++, n--)
-    if (__atomic_load_n(p, __ATOMIC_SEQ_CST)) return true;
+  uintptr_t from = (uintptr_t)p, end = from + n;
+  for (uintptr_t w = from & ~(uintptr_t)7; w < end; w += 8) {
+    uint64_t v = __atomic_load_n((const uint64_t *)w, __ATOMIC_SEQ_CST);
+    unsigned lo = w < from ? (unsigned)(from - w) : 0;
+    unsigned hi = end - w < 8 ? (unsigned)(end - w) : 8;
+    if (v & byte_mask(lo, hi)) return true;
+  }
   return false;
 }
 
