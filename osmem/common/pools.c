@@ -123,7 +123,7 @@ int osmem__get_locked(size_t n, unsigned cls, bool plain, uintptr_t *mblock,
   } else {
     size_t nodes = pool->handed_out + n + (pool == &g->pool);
     if (osmem__fresh_take(n, pool, nodes, mblock) != 0) return ENOMEM;
-    osmem__heapmap_set_class(*mblock, n, cls);
+    if (g->classes) osmem__heapmap_set_class(*mblock, n, cls);
   }
   osmem__heapmap_set(*mblock, n);
   count_out(pool, n);
@@ -152,7 +152,7 @@ bool osmem__take_fresh_locked(size_t most, struct osmem__range *out) {
   if (n == 0 || g->numa_interleave ||
       osmem__fresh_take(n, pool, pool->handed_out + n + 1, &out->start) != 0)
     return false;
-  osmem__heapmap_set_class(out->start, n, 0);
+  if (g->classes) osmem__heapmap_set_class(out->start, n, 0);
   out->len = n;
   count_out(pool, n);
   return true;

@@ -395,12 +395,14 @@ int osmem__cache_free(uintptr_t start, size_t n) {
  * most of its gets take no lock. */
 void osmem__cache_refill_locked(void) {
   struct osmem__cache *c = mine;
-  size_t want = capacity() / 2;
-  if (want > OSMEM_THREAD_CACHE_RUN) want = OSMEM_THREAD_CACHE_RUN;
-  if (!c || want == 0 || held(c) != 0 || c->top == OSMEM__CACHE_SLOTS) return;
+  size_t cap = capacity();
+  if (!c || cap < 2 || held(c) != 0 || c->top == OSMEM__CACHE_SLOTS) return;
+  /* Half the cache from the pool, leaving room for frees; the whole of it
+   * from fresh memory, which a thread that only gets never frees into it. */
+  size_t want = cap / 2 < OSMEM_THREAD_CACHE_RUN ? cap / 2 : OSMEM_THREAD_CACHE_RUN;
   struct osmem__range r;
   if (!osmem__take_unbound_locked(want, &r) &&
-      !osmem__take_fresh_locked(want, &r))
+      !osmem__take_fresh_locked(cap, &r))
     return;
   /* Unmarked, even a single one: marking it would race with a bad free. */
   slot_put(c, c->top++, pack(r.start, r.len, 0, true)); /* ours: lock held */
