@@ -390,6 +390,30 @@ static uint64_t rng(void) { /* xorshift64*: the same sequence everywhere */
   return rng_state * 0x2545f4914f6cdd1du;
 }
 
+/* Runs fn on n threads (1 to 8) for THREAD_MS; their pairs per second,
+ * added up. */
+static double threads_rate(long n, void *(*fn)(void *)) {
+  struct thr th[8];
+  atomic_bool stop = false;
+  pthread_barrier_t bar;
+  if (n < 1 || n > 8) n = 1;
+  pthread_barrier_init(&bar, NULL, (unsigned)n + 1);
+  for (long i = 0; i < n; i++) {
+    th[i] = (struct thr){.stop = &stop, .bar = &bar};
+    if (pthread_create(&th[i].t, NULL, fn, &th[i])) child_fail("pthread_create");
+  }
+  pthread_barrier_wait(&bar);
+  struct timespec ts = {THREAD_MS / 1000, (THREAD_MS % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
+  atomic_store(&stop, true);
+  double rate = 0;
+  for (long i = 0; i < n; i++) {
+    pthread_join(th[i].t, NULL);
+    rate += (double)th[i].pairs / th[i].ns * 1e9;
+  }
+  return rate;
+}
+
 static int child_main(const char *cid, const char *wl, long param) {
   int ci = -1;
   for (int i = 0; i < NC; i++)
@@ -547,47 +571,11 @@ static int child_main(const char *cid, const char *wl, long param) {
     }
     printf("R %.3f %.3f\n", tpair / FRAG_OPS, tfree / FRAG_OPS);
   } else if (strcmp(wl, "threads") == 0) {
-    struct thr th[8];
-    atomic_bool stop = false;
-    pthread_barrier_t bar;
-    if (n < 1 || n > 8) n = 1;
-    pthread_barrier_init(&bar, NULL, (unsigned)n + 1);
-    for (size_t i = 0; i < n; i++) {
-      th[i] = (struct thr){.stop = &stop, .bar = &bar};
-      if (pthread_create(&th[i].t, NULL, thread_main, &th[i])) child_fail("pthread_create");
-    }
-    pthread_barrier_wait(&bar);
-    struct timespec ts = {THREAD_MS / 1000, (THREAD_MS % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-    atomic_store(&stop, true);
-    double rate = 0;
-    for (size_t i = 0; i < n; i++) {
-      pthread_join(th[i].t, NULL);
-      rate += (double)th[i].pairs / th[i].ns * 1e9;
-    }
-    printf("R %.1f\n", rate);
+    printf("R %.1f\n", threads_rate(n, thread_main));
   } else if (strcmp(wl, "spin") == 0) {
     /* The machine's own scaling: the threads harness with arithmetic in
      * place of get+free (the contender is loaded but never called). */
-    struct thr th[8];
-    atomic_bool stop = false;
-    pthread_barrier_t bar;
-    if (n < 1 || n > 8) n = 1;
-    pthread_barrier_init(&bar, NULL, (unsigned)n + 1);
-    for (size_t i = 0; i < n; i++) {
-      th[i] = (struct thr){.stop = &stop, .bar = &bar};
-      if (pthread_create(&th[i].t, NULL, spin_main, &th[i])) child_fail("pthread_create");
-    }
-    pthread_barrier_wait(&bar);
-    struct timespec ts = {THREAD_MS / 1000, (THREAD_MS % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-    atomic_store(&stop, true);
-    double rate = 0;
-    for (size_t i = 0; i < n; i++) {
-      pthread_join(th[i].t, NULL);
-      rate += (double)th[i].pairs / th[i].ns * 1e9;
-    }
-    printf("R %.1f\n", rate);
+    printf("R %.1f\n", threads_rate(n, spin_main));
   } else if (strcmp(wl, "isheap") == 0) {
     if (!C->is_heap) {
       printf("NA no such call\n");
