@@ -41,7 +41,9 @@ typedef atomic_uint_least64_t word_t;
 
 struct leaf {
   word_t out[LEAF_WORDS];
+#ifdef OSMEM_CACHE_MARKS
   _Alignas(64) uint8_t cached[LEAF_BITS];
+#endif
   uint64_t resident[LEAF_WORDS];
   uint64_t resident_sum[SUM_WORDS]; /* bit i: resident[i] != 0 */
 };
@@ -222,6 +224,7 @@ bool osmem__heapmap_all_set(uintptr_t start, size_t len) {
 
 /* -------------------------------------------------------- cached marks */
 
+#ifdef OSMEM_CACHE_MARKS
 static uint8_t *mark_of(struct leaf *lf, uintptr_t mblock) {
   uintptr_t i = mblock & (LEAF_BITS - 1);
   return &lf->cached[(i & (STRIPES - 1)) * STRIPE_BYTES + (i >> STRIPE_SHIFT)];
@@ -300,6 +303,23 @@ bool osmem__heapmap_cache_claim(uintptr_t mblock) {
   return true;
 }
 
+#else
+/* No marks: a thread cache holds every run unmarked (thread_cache.c), so
+ * nothing is ever marked; the two calls keep their meaning all the same. */
+static bool cached_any(uintptr_t start, size_t len) {
+  (void)start, (void)len;
+  return false;
+}
+
+bool osmem__heapmap_cache_claim(uintptr_t mblock) {
+  return osmem__heapmap_claim_free(mblock, 1);
+}
+
+void osmem__heapmap_cache_release(uintptr_t mblock) {
+  osmem__heapmap_set(mblock, 1);
+}
+#endif
+
 /* Puts back the `out` bits of [start, upto) that claim_free cleared. */
 static void restore_out(uintptr_t start, uintptr_t upto) {
   if (upto > start) osmem__heapmap_set(start, upto - start);
@@ -335,8 +355,12 @@ bool osmem_is_heap(const void *p) {
   if (!lf) return false;
   uintptr_t i = mblock & (LEAF_BITS - 1);
   uint64_t out = atomic_load_explicit(&lf->out[i >> 6], memory_order_relaxed);
+#ifdef OSMEM_CACHE_MARKS
   uint8_t mark = __atomic_load_n(mark_of(lf, mblock), __ATOMIC_RELAXED);
   return ((out >> (i & 63)) & 1) & !mark;
+#else
+  return (out >> (i & 63)) & 1;
+#endif
 }
 
 /* ------------------------------------------------------ resident bits */

@@ -7,7 +7,9 @@
  *            back, always with atomic read-modify-writes.
  *   cached   the megablock is a single one in a thread cache. Written by
  *            the thread caches without the lock. A byte each, so that
- *            clearing one is a plain store.
+ *            clearing one is a plain store. Only where threads run in
+ *            parallel (OSMEM_CACHE_MARKS, the POSIX backend): elsewhere a
+ *            cache holds singles unmarked, like runs.
  *   resident the megablock is pooled and may hold resident pages (freed and
  *            not decommitted since). Under the pool lock only, with a
  *            summary bit per word and per leaf, so that the highest

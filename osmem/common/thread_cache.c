@@ -347,13 +347,22 @@ static struct osmem__cache *adopt_cache(void) {
 
 /* Marks [start, start + n) cached if all of it is handed out (see the top
  * of the file for how); false, with nothing changed, if not. */
+#ifdef OSMEM_CACHE_MARKS
+#define MARK_SINGLES 1
+#else
+#define MARK_SINGLES 0 /* no cached marks: singles are unmarked too */
+#endif
+
+/* Whether a run of n is cached with its mark (else unmarked). */
+static bool marked(size_t n) { return MARK_SINGLES && n == 1; }
+
 static bool claim(uintptr_t start, size_t n) {
-  return n == 1 ? osmem__heapmap_cache_claim(start)
-                : osmem__heapmap_claim_free(start, n);
+  return marked(n) ? osmem__heapmap_cache_claim(start)
+                   : osmem__heapmap_claim_free(start, n);
 }
 
 static void unclaim(uintptr_t start, size_t n) {
-  if (n == 1)
+  if (marked(n))
     osmem__heapmap_cache_release(start);
   else
     osmem__heapmap_set(start, n);
@@ -380,7 +389,7 @@ int osmem__cache_free(uintptr_t start, size_t n) {
     unclaim(start, n);
     return -1;
   }
-  slot_put(c, c->top++, pack(start, n, cls, n > 1));
+  slot_put(c, c->top++, pack(start, n, cls, !marked(n)));
   bump(&c->pushed, n);
   bump(&c->frees, 1);
   leave(c);
