@@ -76,9 +76,13 @@ OSMEM_EXTERN int osmem_init(void);
  * osmem_get_mblocks: n contiguous megablocks, aligned to OSMEM_MBLOCK_SIZE,
  * readable and writable.
  *
- * Memory is served from the pool of freed megablocks first (lowest address
- * first fit), then from the current OS reservation, and only then from a new
- * OS mapping; a pool hit makes no system call.
+ * Memory is served from the calling thread's cache first (n up to
+ * OSMEM_THREAD_CACHE_RUN: no lock, no system call), then from the pool of
+ * freed megablocks (lowest address first fit), then from the current OS
+ * reservation, and only then from a new OS mapping; a cache or pool hit
+ * makes no system call. A get of one megablock that finds the thread's cache
+ * empty moves a few more into it (from the pool, or the reservation's unused
+ * part), so that the next ones take no lock.
  * Contents: megablocks never handed out before are zero-filled; megablocks
  * reused from the pool have unspecified contents (they may hold old data, or
  * read as zero after decommit).
@@ -96,7 +100,8 @@ OSMEM_EXTERN int osmem_init(void);
  * unmapped; the one change a failed get may make is to move megablocks
  * held in thread caches into the pool, where they coalesce, before it gives
  * up (mblocks_cached falls by what mblocks_pooled gains).
- * Complexity: O(log F) plus, rarely, one mmap for a new reservation.
+ * Complexity: O(1) from the thread cache; else O(log F + n / 64) plus,
+ * rarely, one mmap for a new reservation.
  */
 OSMEM_EXTERN void *osmem_get_mblocks(size_t n);
 
