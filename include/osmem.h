@@ -119,7 +119,9 @@ OSMEM_EXTERN void *osmem_get_mblocks(size_t n);
  *   EINVAL  n == 0; p is NULL or not aligned to OSMEM_MBLOCK_SIZE;
  *           p + n * OSMEM_MBLOCK_SIZE overflows; or any megablock of the range
  *           is not currently handed out by this library (foreign memory, a
- *           range only partly handed out, or a double free).
+ *           range only partly handed out, or a double free). Two frees that
+ *           race for the same megablock from two threads are a double free:
+ *           at most one succeeds, and if one of them is bad both may fail.
  * Never fails otherwise: the bookkeeping a free needs is set aside when the
  * megablocks are handed out.
  * Complexity: O(n / 64 + log F); a free the thread cache takes is O(1) and
@@ -271,7 +273,7 @@ OSMEM_EXTERN int osmem_bind_to_node(void *p, size_t size, unsigned node);
  * Returns NULL with errno EINVAL for n == 0 or a node as in
  * osmem_bind_to_node (nothing is allocated then), ENOMEM as for
  * osmem_get_mblocks, or the error of a failed bind (the megablocks are then
- * back in their pool).
+ * freed again: in the thread cache or their pool, as any free).
  * Complexity: as osmem_get_mblocks, plus one mbind system call.
  */
 OSMEM_EXTERN void *osmem_get_mblocks_on_node(size_t n, unsigned node);

@@ -371,6 +371,72 @@ Test(cache_threads, eight_threads_random_ops_signatures_and_stats,
   assert_invariants();
 }
 
+/* A bad free of [A0, A0 + 2), A0 a single in another thread's cache and A1
+ * handed out, racing with that cache draining A0 into the pool: the free is
+ * refused every time, A0 never reads as heap once pooled, and A0 is never
+ * in the pool and a cache at once (found by review; 2-20 rounds to fail). */
+#define RACE_ROUNDS 20000
+
+struct race {
+  atomic_long go, done;
+  char *_Atomic a;
+  atomic_int result;
+};
+
+static void pause_a_little(unsigned *seed) {
+  *seed = *seed * 1103515245u + 12345u;
+  for (volatile unsigned i = 0; i < (*seed >> 16) % 200; i++) {
+  }
+}
+
+static void *bad_range_free(void *arg) {
+  struct race *r = arg;
+  unsigned seed = 7;
+  for (long round = 1; round <= RACE_ROUNDS; round++) {
+    long go;
+    while ((go = atomic_load(&r->go)) < round) {
+    }
+    if (go > RACE_ROUNDS) return NULL; /* the main thread stopped early */
+    pause_a_little(&seed);
+    atomic_store(&r->result, osmem_free_mblocks(atomic_load(&r->a), 2));
+    atomic_store(&r->done, round);
+  }
+  return NULL;
+}
+
+Test(cache_threads, bad_range_free_racing_a_drain_is_refused, .timeout = 120) {
+  static struct race r;
+  pthread_t t;
+  cr_assert_eq(pthread_create(&t, NULL, bad_range_free, &r), 0);
+  unsigned seed = 1;
+  int failures = 0;
+  for (long round = 1; round <= RACE_ROUNDS && !failures; round++) {
+    char *p = osmem_get_mblocks(2);
+    cr_assert_not_null(p);
+    bool early = round % 2; /* A0 cached before the race, or during it */
+    if (early) cr_assert_eq(osmem_free_mblocks(p, 1), 0);
+    atomic_store(&r.a, p);
+    atomic_store(&r.go, round);
+    pause_a_little(&seed);
+    int mine_ok = early || osmem_free_mblocks(p, 1) == 0;
+    osmem_flush_thread_cache(); /* A0 to the pool, racing the bad free */
+    while (atomic_load(&r.done) != round) {
+    }
+    int theirs_ok = atomic_load(&r.result) == 0;
+    /* At most one of the two frees of A0 wins (both may lose). */
+    failures += mine_ok && theirs_ok;
+    failures += early && theirs_ok; /* A0 was cached all along */
+    failures += mine_ok && osmem_is_heap(p);
+    failures += osmem__check_invariants() != 0;
+    if (!theirs_ok) /* what is still handed out */
+      failures += osmem_free_mblocks(p + (mine_ok ? MB : 0), mine_ok ? 1 : 2);
+  }
+  atomic_store(&r.go, RACE_ROUNDS + 1);
+  cr_assert_eq(pthread_join(t, NULL), 0);
+  cr_assert_eq(failures, 0, "the bad free won, or state broke");
+  assert_invariants();
+}
+
 /* ----------------------------------------------------------------- fork */
 
 static pthread_barrier_t holding, forked;

@@ -287,6 +287,21 @@ void osmem__heapmap_cache_release(uintptr_t mblock) {
   __atomic_store_n(mark_of(leaf_of(mblock), mblock), 0, __ATOMIC_RELEASE);
 }
 
+void osmem__heapmap_uncache(uintptr_t mblock) {
+  struct leaf *lf = leaf_of(mblock);
+  uintptr_t i = mblock & (LEAF_BITS - 1);
+  uint64_t bit = (uint64_t)1 << (i & 63);
+  /* A cached single is out. A claim that cleared the bit a moment ago sees
+   * the mark and puts it back; wait for that rather than let the claim find
+   * the mark gone. */
+  for (unsigned spins = 0; !(atomic_fetch_and_explicit(
+                               &lf->out[i >> 6], ~bit, memory_order_seq_cst) &
+                           bit);
+       spins++)
+    if (spins > 100) osmem__os_yield();
+  __atomic_store_n(mark_of(lf, mblock), 0, __ATOMIC_RELEASE);
+}
+
 bool osmem__heapmap_cache_claim(uintptr_t mblock) {
   if (mblock >= MBLOCK_LIMIT) return false;
   struct leaf *lf = leaf_of(mblock);
@@ -318,6 +333,8 @@ bool osmem__heapmap_cache_claim(uintptr_t mblock) {
 void osmem__heapmap_cache_release(uintptr_t mblock) {
   osmem__heapmap_set(mblock, 1);
 }
+
+void osmem__heapmap_uncache(uintptr_t mblock) { (void)mblock; }
 #endif
 
 /* Puts back the `out` bits of [start, upto) that claim_free cleared. */
@@ -327,15 +344,21 @@ static void restore_out(uintptr_t start, uintptr_t upto) {
 
 bool osmem__heapmap_claim_free(uintptr_t start, size_t len) {
   if (!leaves_exist(start, len)) return false;
+  /* A range with a cached megablock is refused before anything changes, so
+   * that a bad free does not make its neighbours' good frees fail. */
+  if (cached_any(start, len)) return false;
   FOR_EACH_WORD(start, len, lf, i, mask, {
-    uint64_t old =
-        atomic_fetch_and_explicit(&lf->out[i], ~mask, memory_order_seq_cst);
-    if ((old & mask) != mask) {
-      restore_out(start, at_);
-      atomic_fetch_or_explicit(&lf->out[i], old & mask, memory_order_seq_cst);
-      return false;
-    }
+    uint64_t old = atomic_load_explicit(&lf->out[i], memory_order_relaxed);
+    do { /* clear the bits only if all are set */
+      if ((old & mask) != mask) {
+        restore_out(start, at_);
+        return false;
+      }
+    } while (!atomic_compare_exchange_weak_explicit(
+        &lf->out[i], &old, old & ~mask, memory_order_seq_cst,
+        memory_order_relaxed));
   });
+  /* Cached meanwhile: a thread cache took one of them (a racing bad free). */
   if (cached_any(start, len)) {
     restore_out(start, start + len);
     return false;
@@ -350,15 +373,22 @@ bool osmem_is_heap(const void *p) {
   uintptr_t lo = atomic_load_explicit(&bounds.lo, memory_order_acquire);
   uintptr_t hi = atomic_load_explicit(&bounds.hi, memory_order_acquire);
   if ((mblock >> LEAF_BITS_SHIFT) - lo > hi - lo) return false;
-  struct leaf *lf = atomic_load_explicit(&bounds.only, memory_order_acquire);
+  /* `only` is the leaf of index lo, while lo == hi: checked by index, so a
+   * reader that saw the bounds half updated never takes it for another. */
+  uintptr_t li = mblock >> LEAF_BITS_SHIFT;
+  struct leaf *lf = NULL;
+  if (li == lo) lf = atomic_load_explicit(&bounds.only, memory_order_acquire);
   if (!lf) lf = leaf_of(mblock);
   if (!lf) return false;
   uintptr_t i = mblock & (LEAF_BITS - 1);
-  uint64_t out = atomic_load_explicit(&lf->out[i >> 6], memory_order_relaxed);
 #ifdef OSMEM_CACHE_MARKS
-  uint8_t mark = __atomic_load_n(mark_of(lf, mblock), __ATOMIC_RELAXED);
+  /* The mark first: a drain clears `out`, then the mark, so a reader that
+   * sees the mark gone sees `out` gone too. */
+  uint8_t mark = __atomic_load_n(mark_of(lf, mblock), __ATOMIC_ACQUIRE);
+  uint64_t out = atomic_load_explicit(&lf->out[i >> 6], memory_order_relaxed);
   return ((out >> (i & 63)) & 1) & !mark;
 #else
+  uint64_t out = atomic_load_explicit(&lf->out[i >> 6], memory_order_relaxed);
   return (out >> (i & 63)) & 1;
 #endif
 }

@@ -94,6 +94,9 @@ OSMEM_HIDDEN bool osmem__heapmap_claim_free(uintptr_t start, size_t len);
  * it to the pool). */
 OSMEM_HIDDEN bool osmem__heapmap_cache_claim(uintptr_t mblock);
 OSMEM_HIDDEN void osmem__heapmap_cache_release(uintptr_t mblock);
+/* A cached single leaves the cache for the pool: its `out` bit, then its
+ * mark, are cleared (waiting out a racing claim's brief change). Lock held. */
+OSMEM_HIDDEN void osmem__heapmap_uncache(uintptr_t mblock);
 
 /* `resident` bits. Lock held. set: marks the range. take: clears the range
  * and returns how many were set. */

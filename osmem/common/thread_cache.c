@@ -188,12 +188,10 @@ static size_t return_runs(uint64_t *e, unsigned n) {
     uintptr_t start = run_start(e[i]);
     size_t len = 0;
     for (; i < n && run_start(e[i]) == start + len; i++) len += run_len(e[i]);
-    /* Not out (a word operation for the stretch: the unmarked runs' bits
-     * are clear already, and ours), then not cached: never the other way
-     * round, or a bad free could find a single out and uncached. */
-    osmem__heapmap_clear(start, len);
+    /* Singles: not out, then not cached (heapmap.h); unmarked runs are
+     * neither already. */
     for (unsigned j = first; j < i; j++)
-      if (!(e[j] & UNMARKED)) osmem__heapmap_cache_release(run_start(e[j]));
+      if (!(e[j] & UNMARKED)) osmem__heapmap_uncache(run_start(e[j]));
     osmem__put_locked(start, len);
     moved += len;
   }
@@ -290,6 +288,10 @@ void osmem__fork_child_locked(void) {
     if (c != mine) {
       make_idle_locked(c, false);
       atomic_store_explicit(&c->busy, false, memory_order_relaxed);
+      /* Its owner may have stopped between a slot and its count: empty
+       * now, whatever the counts said. */
+      atomic_store_explicit(&c->removed, load(&c->pushed) - load(&c->popped),
+                            memory_order_relaxed);
     }
 }
 
@@ -368,9 +370,19 @@ static void unclaim(uintptr_t start, size_t n) {
     osmem__heapmap_set(start, n);
 }
 
+/* A capacity lowered below what the cache holds: down to it, now. */
+static void shrink_to(struct osmem__cache *c, size_t cap) {
+  osmem__os_lock();
+  drain_locked(c, cap, true);
+  osmem__os_unlock();
+}
+
 int osmem__cache_free(uintptr_t start, size_t n) {
   size_t cap = capacity();
-  if (n > cap || exiting) return -1;
+  if (n > cap || exiting) {
+    if (mine && held(mine) > cap) shrink_to(mine, cap);
+    return -1;
+  }
   if (!claim(start, n)) return EINVAL;
   unsigned cls = osmem__g.classes ? osmem__heapmap_class(start) : 0;
   struct osmem__cache *c = mine;

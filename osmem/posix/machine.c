@@ -62,10 +62,12 @@ bool osmem__os_barrier_init(void) {
   return ok;
 }
 
+/* Registered, it fails only for want of kernel memory for a CPU mask
+ * (ENOMEM, with CONFIG_CPUMASK_OFFSTACK), which passes: the owners rely on
+ * it, so it is retried until it is done. */
 void osmem__os_barrier_all(void) {
   int saved = errno;
-  if (membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0)
-    atomic_thread_fence(memory_order_seq_cst); /* registered: cannot fail */
+  while (membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0) sched_yield();
   errno = saved;
 }
 #else
