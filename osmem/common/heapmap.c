@@ -344,9 +344,10 @@ static void restore_out(uintptr_t start, uintptr_t upto) {
 
 bool osmem__heapmap_claim_free(uintptr_t start, size_t len) {
   if (!leaves_exist(start, len)) return false;
-  /* A range with a cached megablock is refused before anything changes, so
-   * that a bad free does not make its neighbours' good frees fail. */
-  if (cached_any(start, len)) return false;
+  /* A short range with a cached single is refused before anything changes,
+   * so that this bad free does not make a neighbour's good free fail; for
+   * long ranges the extra pass over the marks costs more than it saves. */
+  if (len <= 8 && cached_any(start, len)) return false;
   FOR_EACH_WORD(start, len, lf, i, mask, {
     uint64_t old = atomic_load_explicit(&lf->out[i], memory_order_relaxed);
     do { /* clear the bits only if all are set */

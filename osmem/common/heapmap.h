@@ -84,7 +84,11 @@ OSMEM_HIDDEN void osmem__heapmap_clear(uintptr_t start, size_t len);
 /* Clears the `out` bits of [start, start + len) if every megablock of it is
  * handed out (out and not cached); otherwise changes nothing and returns
  * false. Lock-free: concurrent claims of the same megablocks, through here
- * or cache_claim, let at most one succeed. */
+ * or cache_claim, let at most one succeed. A word's bits are cleared only if
+ * all of its part of the range is out (compare-and-swap); a range of more
+ * than 8 with a cached single is found out only after its bits were cleared
+ * for a moment, so a good free of a neighbour racing with such a bad free
+ * may fail too. */
 OSMEM_HIDDEN bool osmem__heapmap_claim_free(uintptr_t start, size_t len);
 
 /* `cached` marks of single megablocks, lock-free. cache_claim marks mblock
