@@ -386,12 +386,11 @@ bool osmem_is_heap(const void *p) {
   /* The mark first: a drain clears `out`, then the mark, so a reader that
    * sees the mark gone sees `out` gone too. */
   uint8_t mark = __atomic_load_n(mark_of(lf, mblock), __ATOMIC_ACQUIRE);
+#else
+  uint8_t mark = 0;
+#endif
   uint64_t out = atomic_load_explicit(&lf->out[i >> 6], memory_order_relaxed);
   return ((out >> (i & 63)) & 1) & !mark;
-#else
-  uint64_t out = atomic_load_explicit(&lf->out[i >> 6], memory_order_relaxed);
-  return (out >> (i & 63)) & 1;
-#endif
 }
 
 /* ------------------------------------------------------ resident bits */

@@ -261,13 +261,17 @@ size_t osmem__caches_drain_locked(void) {
   return moved;
 }
 
-size_t osmem__cache_flush_mine(void) {
-  struct osmem__cache *c = mine;
-  if (!c) return 0;
+/* The owner empties its own cache into the pool but for its newest `keep`
+ * megablocks, taking the lock for it. Megablocks moved. */
+static size_t drain_mine(struct osmem__cache *c, size_t keep) {
   osmem__os_lock();
-  size_t moved = drain_locked(c, 0, true);
+  size_t moved = drain_locked(c, keep, true);
   osmem__os_unlock();
   return moved;
+}
+
+size_t osmem__cache_flush_mine(void) {
+  return mine ? drain_mine(mine, 0) : 0;
 }
 
 void osmem__thread_exit(void *arg) {
@@ -370,17 +374,10 @@ static void unclaim(uintptr_t start, size_t n) {
     osmem__heapmap_set(start, n);
 }
 
-/* A capacity lowered below what the cache holds: down to it, now. */
-static void shrink_to(struct osmem__cache *c, size_t cap) {
-  osmem__os_lock();
-  drain_locked(c, cap, true);
-  osmem__os_unlock();
-}
-
 int osmem__cache_free(uintptr_t start, size_t n) {
   size_t cap = capacity();
   if (n > cap || exiting) {
-    if (mine && held(mine) > cap) shrink_to(mine, cap);
+    if (mine && held(mine) > cap) drain_mine(mine, cap); /* cap lowered */
     return -1;
   }
   if (!claim(start, n)) return EINVAL;
@@ -392,10 +389,7 @@ int osmem__cache_free(uintptr_t start, size_t n) {
     return -1;
   }
   if (held(c) + n > cap || c->top == OSMEM__CACHE_SLOTS) {
-    size_t keep = cap / 2 < cap - n ? cap / 2 : cap - n;
-    osmem__os_lock();
-    drain_locked(c, keep, true);
-    osmem__os_unlock();
+    drain_mine(c, cap / 2 < cap - n ? cap / 2 : cap - n);
   }
   if (!enter(c)) { /* a drainer has it: the pool path waits for the lock */
     unclaim(start, n);
