@@ -37,9 +37,6 @@ struct osmem__pool {
   struct osmem__pool_node *fresh, *fresh_end;
   size_t ranges;                   /* nodes in the tree */
   size_t mblocks;                  /* megablocks in the tree */
-  size_t resident_mblocks;         /* pooled megablocks that may hold
-                                      resident pages (kept by the caller,
-                                      from the heap map's resident bits) */
   size_t handed_out;               /* megablocks of this pool's class handed
                                       out now (kept by the caller) */
 };

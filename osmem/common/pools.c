@@ -1,8 +1,9 @@
 /*
  * Pools by NUMA class, and the get, free, release and decommit paths over
- * them (thread caches sit in front: thread_cache.c). Class 0 holds memory bound to no node; class k + 1 memory bound to
- * node k. A get for node k is served only from class k + 1 (or fresh memory,
- * then bound); a plain get tries class 0 first, then any node's pool. Each
+ * them; thread caches sit in front (thread_cache.c). Class 0 holds memory
+ * bound to no node; class k + 1 memory bound to node k. A get for node k is
+ * served only from class k + 1 (or fresh memory, then bound); a plain get
+ * tries class 0 first, then any node's pool. Each
  * megablock's class is kept in the heap map, so a free returns it to the
  * pool it came from. Classes exist only where there is more than one node;
  * elsewhere everything is class 0. All of it runs under the pool lock.
@@ -44,20 +45,11 @@ static struct osmem__pool *made_pool(unsigned i) {
 
 /* ------------------------------------------------------ resident count */
 
-/* Pooled megablocks that may be resident: per pool and in all. */
-static void resident_add(struct osmem__pool *pool, size_t n) {
-  pool->resident_mblocks += n;
-  osmem__g.pooled_resident += n;
-}
-
-static void resident_sub(struct osmem__pool *pool, size_t n) {
-  pool->resident_mblocks -= n;
-  osmem__g.pooled_resident -= n;
-}
-
-/* Megablocks [start, start + n) leave the pool: their resident marks go. */
-static void left_pool(struct osmem__pool *pool, uintptr_t start, size_t n) {
-  resident_sub(pool, osmem__heapmap_resident_take(start, n));
+/* Megablocks [start, start + n) leave the pool: their resident marks go,
+ * and the count of pooled megablocks that may be resident (all pools) with
+ * them. */
+static void left_pool(uintptr_t start, size_t n) {
+  osmem__g.pooled_resident -= osmem__heapmap_resident_take(start, n);
 }
 
 /* ------------------------------------------------------------------- get */
@@ -73,7 +65,7 @@ static bool take_pooled(struct osmem__pool *pool, size_t n, uintptr_t *mblock,
     *err = ENOMEM;
     return false;
   }
-  left_pool(pool, r.start, n);
+  left_pool(r.start, n);
   *mblock = r.start;
   return true;
 }
@@ -138,7 +130,7 @@ bool osmem__take_unbound_locked(size_t most, struct osmem__range *out) {
     osmem__pool_insert(pool, out->start, out->len); /* exact undo */
     return false;
   }
-  left_pool(pool, out->start, out->len);
+  left_pool(out->start, out->len);
   count_out(pool, out->len);
   return true;
 }
@@ -175,33 +167,29 @@ static size_t class_run(uintptr_t start, size_t n) {
   return osmem__g.classes ? osmem__heapmap_class_run(start, n) : n;
 }
 
-/* Decommits pooled, resident megablocks [start, start + n) of one class.
- * false when the OS refused (they stay marked resident). */
+/* Decommits pooled, resident megablocks [start, start + n). false when the
+ * OS refused (they stay marked resident). */
 static bool decommit(uintptr_t start, size_t n) {
   struct osmem__state *g = &osmem__g;
   size_t bytes = n << OSMEM_MBLOCK_SHIFT;
   if (osmem__os_decommit((void *)(start << OSMEM_MBLOCK_SHIFT), bytes,
                          g->decommit_mode == OSMEM_DECOMMIT_EAGER) != 0)
     return false;
-  left_pool(osmem__class_pool(osmem__heapmap_class(start), false), start, n);
+  left_pool(start, n);
   g->bytes_decommitted += bytes;
   return true;
 }
 
 /* Decommits pooled resident megablocks, highest addresses first (gets take
  * the lowest first, so these are reused last), until at most `target` are
- * left. Each call covers one run of one class. */
+ * left. Each call covers one run of resident megablocks. */
 static void decommit_down_to(size_t target) {
   struct osmem__state *g = &osmem__g;
   uintptr_t top;
   while (g->pooled_resident > target && osmem__heapmap_resident_highest(&top)) {
     size_t run =
         osmem__heapmap_resident_run_down(top, g->pooled_resident - target);
-    uintptr_t start = top + 1 - run;
-    for (size_t piece; run > 0; start += piece, run -= piece) {
-      piece = class_run(start, run);
-      if (!decommit(start, piece)) return;
-    }
+    if (!decommit(top + 1 - run, run)) return;
   }
 }
 
@@ -266,7 +254,7 @@ void osmem__put_locked(uintptr_t start, size_t n) {
     pool->handed_out -= run;
     osmem__pool_insert(pool, start, run);
     osmem__heapmap_resident_set(start, run);
-    resident_add(pool, run);
+    g->pooled_resident += run;
   }
   if (decommit_on() && g->pooled_resident > threshold_mblocks())
     over_threshold_after_free();
@@ -286,7 +274,7 @@ static size_t release_pool(struct osmem__pool *pool) {
       osmem__pool_insert(pool, r.start, r.len); /* stays pooled */
       continue;
     }
-    left_pool(pool, r.start, r.len);
+    left_pool(r.start, r.len);
     released += bytes;
     g->bytes_mapped -= bytes;
   }
@@ -334,29 +322,27 @@ static bool count_resident(void *ctx, struct osmem__range r) {
   return true;
 }
 
-/* 0, or the number of the first broken invariant. */
-static int check_pool(struct osmem__pool *pool) {
+/* 0, or the number of the first broken invariant; adds the pool's resident
+ * megablocks to c. */
+static int check_pool(struct osmem__pool *pool, struct resident_check *c) {
   int err = osmem__pool_check(pool);
   if (!err && osmem__pool_spare_nodes(pool) < pool->handed_out) err = 20;
-  struct resident_check c = {0, false};
-  if (!err) osmem__pool_each(pool, count_resident, &c);
-  if (!err && c.resident != pool->resident_mblocks) err = 25;
-  if (!err && c.out_set) err = 26;
+  if (!err) osmem__pool_each(pool, count_resident, c);
+  if (!err && c->out_set) err = 26;
   return err;
 }
 
 int osmem__pools_check(void) {
   struct osmem__state *g = &osmem__g;
-  int err = check_pool(&g->pool);
+  struct resident_check c = {0, false};
+  int err = check_pool(&g->pool, &c);
   size_t handed_out = g->pool.handed_out;
-  size_t resident = g->pool.resident_mblocks;
   for (unsigned i = 0; i < g->pool_class_count && !err; i++) {
     struct osmem__pool *pool = made_pool(i);
-    err = check_pool(pool);
+    err = check_pool(pool, &c);
     handed_out += pool->handed_out;
-    resident += pool->resident_mblocks;
   }
   if (!err && handed_out != g->in_use) err = 24;
-  if (!err && resident != g->pooled_resident) err = 27;
+  if (!err && c.resident != g->pooled_resident) err = 27;
   return err;
 }
