@@ -216,6 +216,20 @@ Test(cache, capacity_bounds_what_a_thread_holds) {
   assert_invariants();
 }
 
+Test(cache, a_lowered_capacity_shrinks_the_cache_on_its_next_free) {
+  char *p = osmem_get_mblocks(5);
+  cr_assert_not_null(p);
+  for (size_t i = 0; i < 4; i++) cr_assert_eq(osmem_free_mblocks(p + i * MB, 1), 0);
+  cr_assert_eq(stats_now().mblocks_cached, 4);
+  cr_assert_eq(osmem_set_thread_cache(0), 16);
+  cr_assert_eq(stats_now().mblocks_cached, 4, "not before its next free");
+  cr_assert_eq(osmem_free_mblocks(p + 4 * MB, 1), 0);
+  struct osmem_stats s = stats_now();
+  cr_assert_eq(s.mblocks_cached, 0);
+  cr_assert_eq(s.mblocks_pooled, 5);
+  assert_invariants();
+}
+
 Test(cache, threshold_zero_turns_caching_off) {
   char *p = osmem_get_mblocks(2);
   cr_assert_not_null(p);
