@@ -43,7 +43,7 @@ extern "C" {
 /* ---------------------------------------------------------------- version */
 
 #define OSMEM_VERSION_MAJOR 0
-#define OSMEM_VERSION_MINOR 1
+#define OSMEM_VERSION_MINOR 2
 #define OSMEM_VERSION_PATCH 0
 /* 0xMMmmpp: compare with >= to test for a minimum version. */
 #define OSMEM_VERSION_HEX                                                   \
@@ -241,6 +241,149 @@ OSMEM_EXTERN size_t osmem_set_thread_cache(size_t mblocks);
  * may call it when a worker thread goes idle). Returns how many. */
 OSMEM_EXTERN size_t osmem_flush_thread_cache(void);
 
+/* ----------------------------------------------------------- reservations */
+
+/*
+ * Reservations: address space first, memory later, at addresses the runtime
+ * chooses (GHC's "two-step allocator" on 64-bit systems: one large
+ * reservation, megablocks committed and decommitted inside it, and
+ * HEAP_ALLOCED a range check on it).
+ *
+ * How they relate to the megablock pool: not at all. A reservation is
+ * address space the caller manages itself; the pool never carves it, and
+ * osmem_get_mblocks never returns memory inside one. A runtime may use
+ * either or both. osmem_is_heap is false for every address of a reservation,
+ * committed or not (a runtime that uses one checks its own range, one
+ * comparison), and osmem_free_mblocks refuses such addresses (EINVAL).
+ *
+ * On wasm, where linear memory only grows and cannot leave gaps, there is
+ * no way to hold address space without memory: osmem_reserve fails with
+ * ENOSYS, and a runtime uses osmem_get_mblocks there (GHC's wasm and 32-bit
+ * ports do).
+ */
+
+/* The smallest reservation osmem_reserve falls back to when min_len is 0. */
+#define OSMEM_RESERVE_MIN OSMEM_MBLOCK_SIZE
+
+/* The largest reservation osmem_reserve asks the OS for: 2^46 bytes (64 TiB,
+ * a quarter of a 48-bit address space) on 64-bit systems, 2^30 (1 GiB) on
+ * 32-bit ones; a larger len is lowered to it first. */
+#if UINTPTR_MAX > 0xffffffffu
+#define OSMEM_RESERVE_MAX ((size_t)1 << 46)
+#else
+#define OSMEM_RESERVE_MAX ((size_t)1 << 30)
+#endif
+
+/*
+ * osmem_reserve: reserve up to len bytes of address space, aligned to
+ * OSMEM_MBLOCK_SIZE, inaccessible and costing no memory (and no commit
+ * charge, even under strict overcommit) until committed.
+ *
+ * len and min_len are rounded up to whole megablocks; min_len 0 means one
+ * megablock. len is first lowered to OSMEM_RESERVE_MAX. When the OS refuses
+ * (ulimit -v, RLIMIT_DATA, no room), the size is halved and tried again, down
+ * to min_len, which is tried last; the size obtained is stored in *got (got
+ * may be NULL). A reservation obtained after a refusal can take most of what
+ * address space is left: under a limit, ask for less (osmem_memory_info
+ * tells the RLIMIT_AS limit).
+ *
+ * hint, when not NULL, is where the caller wants it (rounded up to a
+ * megablock boundary). If that range is free it is used; otherwise, or if
+ * the kernel ignores the hint (older kernels, Android), the reservation is
+ * placed where the OS chooses, aligned, and the caller can see it missed by
+ * comparing the result with the hint. The hint is tried once per size: a
+ * call makes at most 4 * (log2(len / min_len) + 2) system calls, whatever
+ * the kernel does.
+ *
+ * Returns the reservation's base, or NULL with errno:
+ *   EINVAL  len == 0, or min_len > len.
+ *   ENOMEM  not even min_len bytes could be reserved, or the library could
+ *           not map the page of bookkeeping it keeps per 256 reservations.
+ *   ENOSYS  wasm (see above).
+ * The out-of-memory handler is not called: a refused reservation is an
+ * answer, not an emergency. Counted in osmem_stats (user_reservations,
+ * bytes_user_reserved, os_maps, os_unmaps). Complexity: the system calls
+ * above plus O(R) for R live reservations.
+ */
+OSMEM_EXTERN void *osmem_reserve(size_t len, size_t min_len, void *hint,
+                                 size_t *got);
+
+/*
+ * osmem_commit: make [p, p + size) readable and writable. p must be page
+ * aligned and the range (size rounded up to pages) must lie inside one
+ * reservation. Memory committed for the first time reads as zero; after
+ * osmem_decommit its contents are undefined. Committing a committed range is
+ * allowed and cheap. Committed memory can be bound to a node
+ * (osmem_bind_to_node).
+ * Returns 0, or:
+ *   EINVAL  p is NULL or not page aligned, size is 0, or the range is not
+ *           inside one reservation.
+ *   ENOMEM  the OS refused (strict overcommit: vm.overcommit_memory=2 and
+ *           the commit limit reached); the range is unchanged.
+ * Complexity: one mprotect system call plus O(log R).
+ */
+OSMEM_EXTERN int osmem_commit(void *p, size_t size);
+
+/*
+ * osmem_decommit: give the memory of [p, p + size) back to the OS; contents
+ * are undefined afterwards. The range stays committed (readable and
+ * writable, and counted against the commit limit under strict overcommit):
+ * touching it again is allowed, and osmem_commit on it is optional. How:
+ * as the pool's decommit mode says (osmem_set_decommit_mode): eager
+ * (MADV_DONTNEED: pages leave RSS now) or otherwise lazy (MADV_FREE: the
+ * kernel takes the pages when it needs memory). The decommit threshold and
+ * delay apply to the pool only: this call acts at once.
+ * Returns 0, or EINVAL as for osmem_commit, or the OS's error.
+ * Counted in os_madvise and bytes_decommitted. Complexity: one madvise plus
+ * O(log R). On wasm: ENOSYS (there are no reservations).
+ */
+OSMEM_EXTERN int osmem_decommit(void *p, size_t size);
+
+/*
+ * osmem_unreserve: give a whole reservation back to the OS (committed memory
+ * included). base must be what osmem_reserve returned.
+ * Returns 0, or EINVAL (not the base of a live reservation: nothing
+ * changed), or the OS's error (the reservation then stays, whole).
+ */
+OSMEM_EXTERN int osmem_unreserve(void *base);
+
+/*
+ * osmem_set_executable: make [p, p + size) readable, writable and
+ * executable (exec true) or readable and writable only (false), for code a
+ * runtime generates (GHC's setExecutable). p must be page aligned; size is
+ * rounded up to pages; the range may be any memory the process has mapped.
+ * Returns 0, or EINVAL (p NULL or unaligned, size 0, p + size overflows),
+ * EFAULT (part of the range is not mapped), EACCES (the system forbids
+ * writable executable pages), ENOSYS on wasm.
+ */
+OSMEM_EXTERN int osmem_set_executable(void *p, size_t size, bool exec);
+
+/* ---------------------------------------------------------------- teardown */
+
+/*
+ * osmem_teardown: give back everything the library has mapped: every
+ * megablock (handed out, in thread caches, pooled, or never used), every
+ * reservation, and the library's own bookkeeping; then put the library back
+ * in its initial state (settings to their defaults, statistics to zero, no
+ * out-of-memory handler). The library stays usable: the next call
+ * initialises it again. For a runtime's exit path, so that it leaves no
+ * mapping behind.
+ *
+ * Every pointer the library handed out is invalid afterwards. The caller
+ * must make sure no other thread is inside the library, or uses memory from
+ * it, during and after the call; threads that used it before may keep
+ * running and use it again later (their thread caches are forgotten, not
+ * touched).
+ * Returns 0, or the first error of an unmap the OS refused (the library is
+ * reset all the same; that mapping stays behind, untracked).
+ * On wasm, where memory cannot be given back, every megablock becomes free
+ * (pooled) again, the bookkeeping is kept, and the statistics and settings
+ * are kept; it returns 0.
+ * Complexity: O(M / 64 + F + R) plus one unmap per range, for M megablocks
+ * ever mapped.
+ */
+OSMEM_EXTERN int osmem_teardown(void);
+
 /* ------------------------------------------------------------------ NUMA */
 
 /*
@@ -283,6 +426,22 @@ OSMEM_EXTERN void *osmem_get_mblocks_on_node(size_t n, unsigned node);
  * --membind`). Node ids need not be contiguous. */
 OSMEM_EXTERN unsigned osmem_numa_nodes(void);
 
+/* The number of NUMA nodes the machine has, whether or not this process may
+ * use them (libnuma's numa_num_configured_nodes): the nodes with memory.
+ * At least 1; at least osmem_numa_nodes(). */
+OSMEM_EXTERN unsigned osmem_numa_nodes_configured(void);
+
+/* Whether the library was built with NUMA support (libnuma found at
+ * configure time, POSIX backend). Without it every NUMA call acts as on a
+ * one-node machine. */
+OSMEM_EXTERN bool osmem_numa_supported(void);
+
+/* Whether the kernel supports NUMA policies, in libnuma's sense
+ * (numa_available): true on a one-node machine whose kernel has NUMA, false
+ * without NUMA support or on a kernel without it. Binding then really sets
+ * a policy; when false, binding to node 0 is a no-op. */
+OSMEM_EXTERN bool osmem_numa_available(void);
+
 /* The nodes osmem_numa_mask can show: 0 .. OSMEM_NUMA_MASK_NODES - 1. */
 #define OSMEM_NUMA_MASK_NODES 64
 
@@ -312,7 +471,13 @@ enum osmem_numa_policy {
   OSMEM_NUMA_STRICT = 0,
   /* MPOL_PREFERRED: the node first; when it is full, pages come from the
    * nearest node that has room. */
-  OSMEM_NUMA_PREFERRED = 1
+  OSMEM_NUMA_PREFERRED = 1,
+  /* MPOL_BIND with MPOL_MF_STRICT and no move (GHC's binding): as
+   * OSMEM_NUMA_STRICT for pages touched later, but pages already present
+   * are not migrated; if any of them lies on another node the call fails
+   * with EIO (the kernel has still set the policy for the range). Use it on
+   * memory not touched yet, where it costs no page walk. */
+  OSMEM_NUMA_STRICT_NO_MOVE = 2
 };
 
 /* Sets the policy osmem_bind_to_node and osmem_get_mblocks_on_node use from
@@ -376,6 +541,11 @@ struct osmem_memory_info {
  * osmem_refresh_physical_memory). Does nothing when out is NULL. */
 OSMEM_EXTERN void osmem_memory_info(struct osmem_memory_info *out);
 
+/* Installed RAM in bytes (MemTotal; GHC's getPhysicalMemorySize), 0 if
+ * unknown; 4 GiB on wasm. Unlike osmem_physical_memory, not lowered by
+ * cgroup or rlimit limits. Cached as osmem_physical_memory is. */
+OSMEM_EXTERN uint64_t osmem_physical_ram(void);
+
 /* The OS page size in bytes (sysconf(_SC_PAGESIZE)). */
 OSMEM_EXTERN size_t osmem_page_size(void);
 
@@ -413,6 +583,13 @@ struct osmem_stats {
                                    not pooled) */
   uint64_t cache_gets;          /* gets served by a thread cache */
   uint64_t cache_frees;         /* frees taken by a thread cache */
+  /* reservations (osmem_reserve) */
+  uint64_t user_reservations;   /* live now */
+  uint64_t bytes_user_reserved; /* their address space now (also in
+                                   bytes_mapped) */
+  uint64_t bytes_committed;     /* total bytes passed to successful
+                                   osmem_commit calls */
+  uint64_t os_mprotect;         /* mprotect (commit, set_executable) */
   uint64_t reserved_for_abi[4]; /* zero; room to grow without an ABI break */
 };
 

@@ -42,21 +42,32 @@ struct osmem__os_caps {
 /* OS calls made, counted by the backend where it makes them. Relaxed atomics:
  * some calls (bind) run without the pool lock. */
 struct osmem__os_counters {
-  atomic_uint_least64_t maps, unmaps, madvise, mbind;
+  atomic_uint_least64_t maps, unmaps, madvise, mbind, mprotect;
   atomic_uint_least64_t align_hint_hits, align_exact_hits, align_trims;
 };
 OSMEM_HIDDEN extern struct osmem__os_counters osmem__os_count;
 
-/* Fills caps. Called once, under the pool lock. Cannot fail: a backend that
+/* Fills caps. Called under the pool lock, once, and again after each
+ * teardown. Cannot fail: a backend that
  * lacks something reports it through caps or through later calls. */
 OSMEM_HIDDEN void osmem__os_init(struct osmem__os_caps *caps);
 
-/* Maps size bytes of fresh, zero-filled, read-write memory aligned to align
- * (a power of two >= page size). hint, if not NULL, is where the caller would
- * like it (just below its previous reservation); it is only a wish.
- * ENOMEM when the OS refuses. */
+/* Maps size bytes of fresh, zero-filled memory aligned to align (a power of
+ * two >= page size): read-write, or, when inaccessible, address space only
+ * (no access, no memory, no commit charge) until osmem__os_commit. hint, if
+ * not NULL, is where the caller would like it; it is only a wish, tried
+ * once. ENOMEM when the OS refuses; ENOSYS where address space cannot be
+ * had without memory (caps.cheap_reserve false) and inaccessible is asked. */
 OSMEM_HIDDEN int osmem__os_reserve(size_t size, size_t align, void *hint,
-                                   void **out);
+                                   bool inaccessible, void **out);
+
+/* Makes [p, p + size), inside an inaccessible reservation, read-write.
+ * ENOMEM when the OS refuses (strict overcommit). */
+OSMEM_HIDDEN int osmem__os_commit(void *p, size_t size);
+
+/* Makes [p, p + size) read-write-execute (exec) or read-write. EFAULT for
+ * a range not wholly mapped; otherwise the OS's error; ENOSYS on wasm. */
+OSMEM_HIDDEN int osmem__os_set_executable(void *p, size_t size, bool exec);
 
 /* false when a reservation of size bytes aligned to align can certainly not
  * be made (it would pass the end of the address space); true otherwise,
@@ -74,15 +85,15 @@ OSMEM_HIDDEN int osmem__os_unmap(void *p, size_t size);
 OSMEM_HIDDEN int osmem__os_decommit(void *p, size_t size, bool eager);
 
 /* Maps size bytes of zero-filled memory for the library's own bookkeeping,
- * never given back. ENOMEM when the OS refuses. */
+ * given back only by a teardown (osmem__os_unmap). ENOMEM when the OS
+ * refuses. */
 OSMEM_HIDDEN int osmem__os_meta_alloc(size_t size, void **out);
 
-/* Binds [p, p + size) to NUMA node `node`, strictly (MPOL_BIND) or as the
- * preferred node; pages already present move where they can. EINVAL for a
- * node the process may not use; otherwise the OS's error. May be called
- * without the pool lock. */
+/* Binds [p, p + size) to NUMA node `node` as `policy` says (see enum
+ * osmem_numa_policy in osmem.h). EINVAL for a node the process may not use;
+ * otherwise the OS's error. May be called without the pool lock. */
 OSMEM_HIDDEN int osmem__os_bind(void *p, size_t size, unsigned node,
-                                bool preferred);
+                                int policy);
 
 /* Interleaves the pages of [p, p + size) across the allowed nodes. 0 where
  * there is one node. May be called without the pool lock. */
@@ -108,8 +119,12 @@ OSMEM_HIDDEN int osmem__os_node_distance(unsigned from, unsigned to);
 struct osmem_memory_info;
 OSMEM_HIDDEN void osmem__os_memory_info(struct osmem_memory_info *out);
 
-/* Machine facts, fixed after init. */
+/* Machine facts, fixed after init: nodes this process may use; nodes the
+ * machine has; built with NUMA support; the kernel has NUMA policies. */
 OSMEM_HIDDEN unsigned osmem__os_numa_nodes(void);
+OSMEM_HIDDEN unsigned osmem__os_numa_nodes_configured(void);
+OSMEM_HIDDEN bool osmem__os_numa_supported(void);
+OSMEM_HIDDEN bool osmem__os_numa_available(void);
 
 /* The pool lock: usable before osmem__os_init, and never left held in a
  * child after fork. */

@@ -94,12 +94,12 @@ void *osmem__get(size_t n, unsigned cls, bool plain, int node) {
     osmem__os_unlock();
     if (err) return fail_oom(n);
   }
-  bool preferred = g->numa_preferred;
+  int policy = atomic_load_explicit(&g->numa_policy, memory_order_relaxed);
   bool interleave = plain && fresh && g->numa_interleave;
   void *p = (void *)(mblock << OSMEM_MBLOCK_SHIFT);
   size_t bytes = n << OSMEM_MBLOCK_SHIFT;
   if (node >= 0)
-    err = osmem__os_bind(p, bytes, (unsigned)node, preferred);
+    err = osmem__os_bind(p, bytes, (unsigned)node, policy);
   else if (interleave)
     err = osmem__os_interleave(p, bytes);
   if (err) {
@@ -148,6 +148,11 @@ static size_t cache_capacity(size_t wanted, size_t threshold) {
 }
 
 static size_t cache_wanted = OSMEM__CACHE_DEFAULT; /* lock */
+
+void osmem__api_reset_locked(void) {
+  cache_wanted = OSMEM__CACHE_DEFAULT;
+  atomic_store(&oom_handler, NULL);
+}
 
 size_t osmem_set_decommit_threshold(size_t bytes) {
   osmem__ensure_init();
@@ -276,6 +281,8 @@ static struct osmem_memory_info mem_info_get(bool refresh) {
 
 uint64_t osmem_physical_memory(void) { return mem_info_get(false).physical; }
 
+uint64_t osmem_physical_ram(void) { return mem_info_get(false).ram; }
+
 uint64_t osmem_refresh_physical_memory(void) {
   return mem_info_get(true).physical;
 }
@@ -323,7 +330,12 @@ void osmem_stats(struct osmem_stats *out) {
       .mblocks_cached = cached,
       .cache_gets = cache_gets,
       .cache_frees = cache_frees,
+      .user_reservations = g->user_count,
+      .bytes_user_reserved = g->user_bytes,
+      .bytes_committed = g->bytes_committed,
+      .os_mprotect = load(&c->mprotect),
   };
+  out->bytes_mapped += g->user_bytes;
   osmem__os_unlock();
 }
 

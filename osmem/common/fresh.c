@@ -37,7 +37,7 @@ static int map_reservation(size_t need, uintptr_t *base, size_t *size_out) {
   for (;;) {
     void *hint = low > size ? (void *)(low - size) : NULL;
     void *p;
-    int err = osmem__os_reserve(size, OSMEM_MBLOCK_SIZE, hint, &p);
+    int err = osmem__os_reserve(size, OSMEM_MBLOCK_SIZE, hint, false, &p);
     if (err == 0) {
       *base = (uintptr_t)p;
       *size_out = size;

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "meta.h"
 #include "osmem.h"
 
 #if OSMEM__VA_BITS > 35
@@ -80,7 +81,7 @@ static uint16_t *classes[TOP_ENTRIES];
  * need; NULL when the backend cannot give it. */
 static char *alloc_missing(size_t count, size_t each) {
   void *block;
-  if (count == 0 || osmem__os_meta_alloc(count * each, &block) != 0) return NULL;
+  if (count == 0 || osmem__meta_alloc(count * each, &block) != 0) return NULL;
   return block;
 }
 
@@ -366,6 +367,48 @@ bool osmem__heapmap_claim_free(uintptr_t start, size_t len) {
   }
   return true;
 }
+
+/* ------------------------------------------------------------- teardown */
+
+void osmem__heapmap_each_out(bool (*fn)(void *ctx, uintptr_t start, size_t n),
+                             void *ctx) {
+  uintptr_t lo = atomic_load_explicit(&bounds.lo, memory_order_relaxed);
+  uintptr_t hi = atomic_load_explicit(&bounds.hi, memory_order_relaxed);
+  uintptr_t run_start = 0;
+  size_t run_len = 0;
+  for (uintptr_t i = lo; i <= hi && lo != UINTPTR_MAX; i++) {
+    struct leaf *l = atomic_load_explicit(&top[i], memory_order_relaxed);
+    for (size_t w = 0; l && w < LEAF_WORDS; w++) {
+      /* A snapshot: fn may clear the bits of the runs it is given. */
+      uint64_t bits = atomic_load_explicit(&l->out[w], memory_order_relaxed);
+      uintptr_t first = (i << LEAF_BITS_SHIFT) + w * 64;
+      for (unsigned b = 0; b < 64 && (w * 64 + b) < LEAF_BITS; b++) {
+        if ((bits >> b) & 1) {
+          if (run_len && run_start + run_len == first + b) {
+            run_len++;
+            continue;
+          }
+          if (run_len && !fn(ctx, run_start, run_len)) return;
+          run_start = first + b;
+          run_len = 1;
+        }
+      }
+    }
+  }
+  if (run_len) fn(ctx, run_start, run_len);
+}
+
+void osmem__heapmap_forget(void) {
+  for (size_t i = 0; i < TOP_ENTRIES; i++) {
+    atomic_store_explicit(&top[i], NULL, memory_order_relaxed);
+    classes[i] = NULL;
+  }
+  memset(resident_leaves, 0, sizeof resident_leaves);
+  atomic_store_explicit(&bounds.only, NULL, memory_order_relaxed);
+  atomic_store_explicit(&bounds.hi, 0, memory_order_relaxed);
+  atomic_store_explicit(&bounds.lo, UINTPTR_MAX, memory_order_release);
+}
+
 
 /* The public call lives here, beside the layout it reads: one call, no
  * second hop into the heap map. */

@@ -123,6 +123,18 @@ OSMEM_HIDDEN size_t osmem__heapmap_resident_run_down(uintptr_t mblock,
  * the invariant checks). */
 OSMEM_HIDDEN bool osmem__heapmap_all_set(uintptr_t start, size_t len);
 
+/* Calls fn for each maximal run of megablocks marked `out`, lowest first,
+ * until it returns false. fn may clear the bits of the run it is given.
+ * Lock held. */
+OSMEM_HIDDEN void osmem__heapmap_each_out(bool (*fn)(void *ctx,
+                                                     uintptr_t start,
+                                                     size_t n),
+                                          void *ctx);
+
+/* Forgets every leaf and class array (a teardown has unmapped them): the
+ * map is as at start. Lock held; no reader may run. */
+OSMEM_HIDDEN void osmem__heapmap_forget(void);
+
 /* osmem_is_heap (include/osmem.h) is defined in heapmap.c. */
 
 #endif /* OSMEM_COMMON_HEAPMAP_H */

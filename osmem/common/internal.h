@@ -12,6 +12,7 @@
 
 #include "../backend.h"
 #include "osmem.h"
+#include "meta.h"
 #include "pool.h"
 
 /* Reservations start at this size and double up to the cap (a quarter of a
@@ -35,6 +36,12 @@
 
 struct osmem__cache;
 
+/* A caller's reservation (reservations.c). */
+struct osmem__span {
+  uintptr_t base;
+  size_t size;
+};
+
 struct osmem__state {
   atomic_bool ready;              /* set once init is done; read lock-free */
   struct osmem__os_caps caps;
@@ -45,7 +52,7 @@ struct osmem__state {
   uint16_t pool_classes[OSMEM__MAX_NODES]; /* classes made, in order */
   unsigned pool_class_count;
   bool classes;                   /* more than one node: keep classes */
-  atomic_bool numa_preferred;     /* OSMEM_NUMA_PREFERRED, else strict */
+  atomic_int numa_policy;         /* enum osmem_numa_policy */
   atomic_bool numa_interleave;    /* interleave fresh plain gets */
   /* Fresh memory: the not yet handed out part [carve, carve_end) of the
    * newest reservation, handed out from the top down. */
@@ -64,6 +71,11 @@ struct osmem__state {
    * pool: handed out, or in thread caches. */
   size_t in_use, peak;            /* megablocks */
   uint64_t bytes_mapped, reservations, reserve_retries, bytes_decommitted;
+  /* The caller's reservations (osmem_reserve), sorted by base; not in
+   * bytes_mapped, which is the pool's. */
+  struct osmem__span *user;
+  size_t user_count, user_cap;
+  uint64_t user_bytes, bytes_committed;
 };
 
 OSMEM_HIDDEN extern struct osmem__state osmem__g;
@@ -136,6 +148,16 @@ OSMEM_HIDDEN size_t osmem__cache_flush_mine(void);
 /* Sums over every cache. Lock held. */
 OSMEM_HIDDEN void osmem__caches_sum(uint64_t *cached, uint64_t *gets,
                                     uint64_t *frees);
+
+/* reservations.c: unmaps every caller's reservation; 0 or the first
+ * error. Lock held. */
+OSMEM_HIDDEN int osmem__reservations_release_all_locked(void);
+
+/* After a teardown: every cache's counts to zero (the caches are empty and
+ * no thread is using the library). Lock held. */
+OSMEM_HIDDEN void osmem__caches_forget_counts_locked(void);
+/* api.c's own settings back to their defaults. Lock held. */
+OSMEM_HIDDEN void osmem__api_reset_locked(void);
 
 /* For tests: checks the pool and counters agree. 0 or the broken invariant. */
 OSMEM_HIDDEN int osmem__check_invariants(void);

@@ -43,13 +43,27 @@ int osmem_numa_distance(unsigned from, unsigned to) {
   return osmem__os_node_distance(from, to);
 }
 
+unsigned osmem_numa_nodes_configured(void) {
+  osmem__ensure_init();
+  unsigned configured = osmem__os_numa_nodes_configured();
+  unsigned allowed = osmem__os_numa_nodes();
+  return configured > allowed ? configured : allowed;
+}
+
+bool osmem_numa_supported(void) { return osmem__os_numa_supported(); }
+
+bool osmem_numa_available(void) {
+  osmem__ensure_init();
+  return osmem__os_numa_available();
+}
+
 int osmem_set_numa_policy(enum osmem_numa_policy policy) {
-  if (policy != OSMEM_NUMA_STRICT && policy != OSMEM_NUMA_PREFERRED)
+  if (policy != OSMEM_NUMA_STRICT && policy != OSMEM_NUMA_PREFERRED &&
+      policy != OSMEM_NUMA_STRICT_NO_MOVE)
     return EINVAL;
   osmem__ensure_init();
-  osmem__os_lock();
-  osmem__g.numa_preferred = policy == OSMEM_NUMA_PREFERRED;
-  osmem__os_unlock();
+  atomic_store_explicit(&osmem__g.numa_policy, (int)policy,
+                        memory_order_relaxed);
   return 0;
 }
 
@@ -68,10 +82,8 @@ int osmem_bind_to_node(void *p, size_t size, unsigned node) {
   if (addr == 0 || (addr & (page - 1)) != 0 || size == 0) return EINVAL;
   if (size > SIZE_MAX - page || addr + size < addr) return EINVAL;
   if (!osmem__os_node_allowed(node)) return EINVAL;
-  osmem__os_lock();
-  bool preferred = osmem__g.numa_preferred;
-  osmem__os_unlock();
-  return osmem__os_bind(p, (size + page - 1) & ~(page - 1), node, preferred);
+  int policy = atomic_load_explicit(&osmem__g.numa_policy, memory_order_relaxed);
+  return osmem__os_bind(p, (size + page - 1) & ~(page - 1), node, policy);
 }
 
 void *osmem_get_mblocks_on_node(size_t n, unsigned node) {

@@ -6,6 +6,8 @@
 
 #include <errno.h>
 
+#include "meta.h"
+
 typedef struct osmem__pool_node node_t;
 
 /* Bookkeeping is taken from the backend in chunks this big: one wasm page,
@@ -169,7 +171,7 @@ int osmem__pool_reserve_nodes(struct osmem__pool *pool, size_t count) {
   size_t bytes = missing * sizeof(node_t);
   bytes = (bytes + NODE_CHUNK_BYTES - 1) / NODE_CHUNK_BYTES * NODE_CHUNK_BYTES;
   void *chunk;
-  if (osmem__os_meta_alloc(bytes, &chunk) != 0) return ENOMEM;
+  if (osmem__meta_alloc(bytes, &chunk) != 0) return ENOMEM;
   while (pool->fresh < pool->fresh_end) put_spare(pool, pool->fresh++);
   pool->fresh = chunk;
   pool->fresh_end = pool->fresh + bytes / sizeof(node_t);

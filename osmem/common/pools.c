@@ -30,7 +30,7 @@ struct osmem__pool *osmem__class_pool(unsigned cls, bool create) {
   struct osmem__pool **slot = &g->node_pools[cls - 1];
   if (!*slot && create) {
     void *mem;
-    if (osmem__os_meta_alloc(sizeof(struct osmem__pool), &mem) != 0)
+    if (osmem__meta_alloc(sizeof(struct osmem__pool), &mem) != 0)
       return NULL;
     *slot = mem;
     g->pool_classes[g->pool_class_count++] = cls;

@@ -301,8 +301,9 @@ void osmem__fork_child_locked(void) {
 
 /* ------------------------------------------------------------- new cache */
 
-/* Caches are never freed: the first few live here, the rest in bookkeeping
- * memory taken a chunk at a time. */
+/* Caches are never freed, not even by a teardown (a thread may still hold
+ * its own): the first few live here, the rest in memory taken from the
+ * backend a chunk at a time, outside the bookkeeping a teardown unmaps. */
 #define STATIC_CACHES 4
 #define CACHE_CHUNK_BYTES ((size_t)64 * 1024)
 static struct osmem__cache static_caches[STATIC_CACHES];
@@ -425,6 +426,15 @@ void osmem__cache_refill_locked(void) {
 }
 
 /* ------------------------------------------------------------ statistics */
+
+void osmem__caches_forget_counts_locked(void) {
+  for (struct osmem__cache *c = osmem__g.caches; c; c = c->next) {
+    atomic_uint_least64_t *counts[] = {&c->pushed, &c->popped, &c->gets,
+                                       &c->frees, &c->removed};
+    for (size_t i = 0; i < sizeof counts / sizeof *counts; i++)
+      atomic_store_explicit(counts[i], 0, memory_order_relaxed);
+  }
+}
 
 void osmem__caches_sum(uint64_t *cached, uint64_t *gets, uint64_t *frees) {
   *cached = *gets = *frees = 0;

@@ -145,7 +145,7 @@ int osmem__os_decommit(void *p, size_t size, bool eager) {
 int osmem__os_meta_alloc(size_t size, void **out) {
   /* Not MAP_NORESERVE: bookkeeping is committed memory, though pages of it
    * mapped ahead of need are touched only when used. */
-  void *p = osmem__posix_mmap(NULL, size, 0);
+  void *p = osmem__posix_mmap(NULL, size, PROT_READ | PROT_WRITE, 0);
   if (p == MAP_FAILED) return ENOMEM;
   *out = p;
   return 0;

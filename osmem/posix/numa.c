@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "machine.h"
+#include "osmem.h"
 #include "sys.h"
 
 #ifdef HAVE_LIBNUMA
@@ -35,6 +36,7 @@ static unsigned long allowed[MASK_LONGS];
 static unsigned allowed_count = 1;
 static size_t allowed_limit = 1; /* highest allowed node + 1 */
 static bool have_numa;
+static unsigned configured_count = 1; /* nodes with memory, allowed or not */
 
 static bool bit_set(const unsigned long *mask, unsigned bit) {
   return bit < MAX_NODES && (mask[bit / LONG_BITS] >> (bit % LONG_BITS)) & 1;
@@ -73,6 +75,7 @@ static bool read_node_list(const char *path, unsigned long *mask) {
 }
 
 static void set_single_node(void) {
+  configured_count = 1;
   for (size_t i = 0; i < MASK_LONGS; i++) allowed[i] = 0;
   allowed[0] = 1;
   allowed_count = 1;
@@ -81,6 +84,18 @@ static void set_single_node(void) {
 }
 
 #ifdef HAVE_LIBNUMA
+/* Nodes with memory on the machine (libnuma's configured nodes), from
+ * sysfs; at least the allowed count when sysfs cannot say. */
+static unsigned count_configured(unsigned at_least) {
+  unsigned long mask[MASK_LONGS];
+  if (!read_node_list("/sys/devices/system/node/has_memory", mask) &&
+      !read_node_list("/sys/devices/system/node/online", mask))
+    return at_least;
+  unsigned count = 0;
+  for (unsigned node = 0; node < MAX_NODES; node++) count += bit_set(mask, node);
+  return count > at_least ? count : at_least;
+}
+
 /* Flags the kernel ORs into a policy's mode (<linux/mempolicy.h>:
  * MPOL_F_STATIC_NODES, MPOL_F_RELATIVE_NODES, MPOL_F_NUMA_BALANCING). */
 #define MODE_FLAGS ((1 << 15) | (1 << 14) | (1 << 13))
@@ -113,11 +128,22 @@ void osmem__posix_numa_init(void) {
   allowed_count = count;
   allowed_limit = limit;
   have_numa = true;
+  configured_count = count_configured(count);
 #endif
 }
 
 bool osmem__os_node_allowed(unsigned node) { return bit_set(allowed, node); }
 unsigned osmem__os_numa_nodes(void) { return allowed_count; }
+unsigned osmem__os_numa_nodes_configured(void) { return configured_count; }
+bool osmem__os_numa_available(void) { return have_numa; }
+
+bool osmem__os_numa_supported(void) {
+#ifdef HAVE_LIBNUMA
+  return true;
+#else
+  return false;
+#endif
+}
 size_t osmem__os_numa_limit(void) { return allowed_limit; }
 
 /* ------------------------------------------------------------ node facts */
@@ -174,25 +200,29 @@ int osmem__os_node_distance(unsigned from, unsigned to) {
 
 #ifdef HAVE_LIBNUMA
 static int mbind_nodes(void *p, size_t size, int mode,
-                       const unsigned long *mask, size_t limit) {
+                       const unsigned long *mask, size_t limit,
+                       unsigned flags) {
   /* The kernel reads maxnode - 1 bits: pass one more than the highest
-   * node's bit count, or that node silently falls off the mask.
-   * MPOL_MF_MOVE moves pages already present (pooled memory) where it can. */
-  if (osmem__posix_mbind(p, size, mode, mask, limit + 1, MPOL_MF_MOVE) != 0)
+   * node's bit count, or that node silently falls off the mask. */
+  if (osmem__posix_mbind(p, size, mode, mask, limit + 1, flags) != 0)
     return errno;
   return 0;
 }
 #endif
 
-int osmem__os_bind(void *p, size_t size, unsigned node, bool preferred) {
-  (void)p, (void)size, (void)preferred;
+int osmem__os_bind(void *p, size_t size, unsigned node, int policy) {
+  (void)p, (void)size, (void)policy;
   if (!osmem__os_node_allowed(node)) return EINVAL;
   if (!have_numa) return 0; /* the only node: nothing to do */
 #ifdef HAVE_LIBNUMA
   unsigned long mask[MASK_LONGS] = {0};
   set_bit(mask, node);
-  return mbind_nodes(p, size, preferred ? MPOL_PREFERRED : MPOL_BIND, mask,
-                     node + 1);
+  /* MPOL_MF_MOVE moves pages already present (pooled memory) where it can;
+   * MPOL_MF_STRICT alone only reports those on another node (EIO). */
+  int mode = policy == OSMEM_NUMA_PREFERRED ? MPOL_PREFERRED : MPOL_BIND;
+  unsigned flags = policy == OSMEM_NUMA_STRICT_NO_MOVE ? MPOL_MF_STRICT
+                                                       : MPOL_MF_MOVE;
+  return mbind_nodes(p, size, mode, mask, node + 1, flags);
 #else
   return 0;
 #endif
@@ -202,7 +232,8 @@ int osmem__os_interleave(void *p, size_t size) {
   (void)p, (void)size;
   if (!have_numa || allowed_count < 2) return 0;
 #ifdef HAVE_LIBNUMA
-  return mbind_nodes(p, size, MPOL_INTERLEAVE, allowed, allowed_limit);
+  return mbind_nodes(p, size, MPOL_INTERLEAVE, allowed, allowed_limit,
+                     MPOL_MF_MOVE);
 #else
   return 0;
 #endif

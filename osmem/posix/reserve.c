@@ -11,6 +11,11 @@
  *      aligned, so at most align - page bytes precede an aligned address),
  *      and unmap the head and tail: three calls.
  * Each way that misses undoes its mapping before the next is tried.
+ *
+ * The pool's reservations are read-write from the start (MAP_NORESERVE: no
+ * commit charge where the kernel honours it); the caller's own reservations
+ * (osmem_reserve) are PROT_NONE, which costs no commit charge under any
+ * overcommit policy, and are made accessible piece by piece by mprotect.
  */
 #include <config.h>
 
@@ -40,12 +45,13 @@ static int missed(void *p, size_t size) {
   return EAGAIN;
 }
 
-static int reserve_at_hint(size_t size, size_t align, void *hint, void **out) {
+static int reserve_at_hint(size_t size, size_t align, void *hint, int prot,
+                           void **out) {
   int flags = MAP_NORESERVE;
 #ifdef MAP_FIXED_NOREPLACE
   flags |= MAP_FIXED_NOREPLACE;
 #endif
-  void *p = osmem__posix_mmap(hint, size, flags);
+  void *p = osmem__posix_mmap(hint, size, prot, flags);
   if (p == hint) {
     count(&osmem__os_count.align_hint_hits);
   } else if (p != MAP_FAILED && aligned(p, align)) {
@@ -57,18 +63,19 @@ static int reserve_at_hint(size_t size, size_t align, void *hint, void **out) {
   return 0;
 }
 
-static int reserve_exact(size_t size, size_t align, void **out) {
-  void *p = osmem__posix_mmap(NULL, size, MAP_NORESERVE);
+static int reserve_exact(size_t size, size_t align, int prot, void **out) {
+  void *p = osmem__posix_mmap(NULL, size, prot, MAP_NORESERVE);
   if (p == MAP_FAILED || !aligned(p, align)) return missed(p, size);
   count(&osmem__os_count.align_exact_hits);
   *out = p;
   return 0;
 }
 
-static int reserve_and_trim(size_t size, size_t align, void **out) {
+static int reserve_and_trim(size_t size, size_t align, int prot,
+                            void **out) {
   size_t slack = align - osmem__posix_page_size;
   if (size > SIZE_MAX - slack) return ENOMEM;
-  void *p = osmem__posix_mmap(NULL, size + slack, MAP_NORESERVE);
+  void *p = osmem__posix_mmap(NULL, size + slack, prot, MAP_NORESERVE);
   if (p == MAP_FAILED) return ENOMEM;
   uintptr_t start = (uintptr_t)p;
   uintptr_t first = (start + align - 1) & ~(uintptr_t)(align - 1);
@@ -87,10 +94,25 @@ bool osmem__os_may_reserve(size_t size, size_t align) {
   return true;
 }
 
-int osmem__os_reserve(size_t size, size_t align, void *hint, void **out) {
+int osmem__os_reserve(size_t size, size_t align, void *hint,
+                      bool inaccessible, void **out) {
+  int prot = inaccessible ? PROT_NONE : PROT_READ | PROT_WRITE;
   if (align < osmem__posix_page_size) align = osmem__posix_page_size;
-  if (hint && aligned(hint, align) && reserve_at_hint(size, align, hint, out) == 0)
+  if (hint && aligned(hint, align) &&
+      reserve_at_hint(size, align, hint, prot, out) == 0)
     return 0;
-  if (reserve_exact(size, align, out) == 0) return 0;
-  return reserve_and_trim(size, align, out);
+  if (reserve_exact(size, align, prot, out) == 0) return 0;
+  return reserve_and_trim(size, align, prot, out);
+}
+
+int osmem__os_commit(void *p, size_t size) {
+  if (osmem__posix_mprotect(p, size, PROT_READ | PROT_WRITE) == 0) return 0;
+  /* ENOMEM: the commit limit (strict overcommit) or a mapping count. */
+  return errno == ENOMEM || errno == EAGAIN ? ENOMEM : errno;
+}
+
+int osmem__os_set_executable(void *p, size_t size, bool exec) {
+  int prot = PROT_READ | PROT_WRITE | (exec ? PROT_EXEC : 0);
+  if (osmem__posix_mprotect(p, size, prot) == 0) return 0;
+  return errno == ENOMEM ? EFAULT : errno; /* ENOMEM: a hole in the range */
 }

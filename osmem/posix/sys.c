@@ -58,12 +58,12 @@ static int real_open(const char *path, int flags) { return open(path, flags); }
 
 static const struct osmem__posix_sys real_sys = {
     mmap, munmap, madvise, real_mbind, real_get_mempolicy,
-    real_open, read, close,
+    real_open, read, close, mprotect,
 };
 
 struct osmem__posix_sys osmem__posix_sys = {
     mmap, munmap, madvise, real_mbind, real_get_mempolicy,
-    real_open, read, close,
+    real_open, read, close, mprotect,
 };
 
 void osmem__posix_sys_reset(void) { osmem__posix_sys = real_sys; }
@@ -72,10 +72,15 @@ static void bump(atomic_uint_least64_t *counter) {
   atomic_fetch_add_explicit(counter, 1, memory_order_relaxed);
 }
 
-void *osmem__posix_mmap(void *addr, size_t len, int flags) {
+void *osmem__posix_mmap(void *addr, size_t len, int prot, int flags) {
   bump(&osmem__os_count.maps);
-  return osmem__posix_sys.mmap(addr, len, PROT_READ | PROT_WRITE,
+  return osmem__posix_sys.mmap(addr, len, prot,
                                flags | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+}
+
+int osmem__posix_mprotect(void *addr, size_t len, int prot) {
+  bump(&osmem__os_count.mprotect);
+  return osmem__posix_sys.mprotect(addr, len, prot);
 }
 
 int osmem__posix_munmap(void *addr, size_t len) {

@@ -28,6 +28,7 @@ struct osmem__posix_sys {
   int (*open)(const char *path, int flags);
   ssize_t (*read)(int fd, void *buf, size_t len);
   int (*close)(int fd);
+  int (*mprotect)(void *addr, size_t len, int prot);
 };
 
 /* The table in use. Tests may assign entries; osmem__posix_sys_reset()
@@ -38,7 +39,9 @@ OSMEM_HIDDEN void osmem__posix_sys_reset(void);
 /* Counted calls: each bumps its osmem__os_count counter, then calls the
  * table. They return what the system call returns and leave errno as it set
  * it. */
-OSMEM_HIDDEN void *osmem__posix_mmap(void *addr, size_t len, int flags);
+OSMEM_HIDDEN void *osmem__posix_mmap(void *addr, size_t len, int prot,
+                                     int flags);
+OSMEM_HIDDEN int osmem__posix_mprotect(void *addr, size_t len, int prot);
 OSMEM_HIDDEN int osmem__posix_munmap(void *addr, size_t len);
 OSMEM_HIDDEN int osmem__posix_madvise(void *addr, size_t len, int advice);
 OSMEM_HIDDEN long osmem__posix_mbind(void *addr, unsigned long len, int mode,

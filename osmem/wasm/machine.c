@@ -62,6 +62,9 @@ void osmem__os_memory_info(struct osmem_memory_info *out) {
 }
 
 unsigned osmem__os_numa_nodes(void) { return 1; }
+unsigned osmem__os_numa_nodes_configured(void) { return 1; }
+bool osmem__os_numa_supported(void) { return false; }
+bool osmem__os_numa_available(void) { return false; }
 size_t osmem__os_numa_limit(void) { return 1; }
 bool osmem__os_node_allowed(unsigned node) { return node == 0; }
 
@@ -73,8 +76,8 @@ int osmem__os_node_distance(unsigned from, unsigned to) {
   return from == 0 && to == 0 ? 10 : -1;
 }
 
-int osmem__os_bind(void *p, size_t size, unsigned node, bool preferred) {
-  (void)p, (void)size, (void)preferred;
+int osmem__os_bind(void *p, size_t size, unsigned node, int policy) {
+  (void)p, (void)size, (void)policy;
   return node == 0 ? 0 : EINVAL;
 }
 

@@ -27,8 +27,10 @@ bool osmem__os_may_reserve(size_t size, size_t align) {
   return align_up(osmem__wasm_memory_end(), align) + size <= OSMEM__WASM_MAX_BYTES;
 }
 
-int osmem__os_reserve(size_t size, size_t align, void *hint, void **out) {
+int osmem__os_reserve(size_t size, size_t align, void *hint,
+                      bool inaccessible, void **out) {
   (void)hint; /* memory only grows at its end */
+  if (inaccessible) return ENOSYS; /* all of memory is accessible */
   uint64_t end = osmem__wasm_memory_end();
   for (int tries = 0; tries < MAX_TRIES; tries++) {
     uint64_t start = align_up(end, align);
@@ -53,6 +55,17 @@ int osmem__os_reserve(size_t size, size_t align, void *hint, void **out) {
 /* Wasm memory cannot be given back. */
 int osmem__os_unmap(void *p, size_t size) {
   (void)p, (void)size;
+  return ENOSYS;
+}
+
+/* There are no inaccessible reservations to commit, and no protections. */
+int osmem__os_commit(void *p, size_t size) {
+  (void)p, (void)size;
+  return ENOSYS;
+}
+
+int osmem__os_set_executable(void *p, size_t size, bool exec) {
+  (void)p, (void)size, (void)exec;
   return ENOSYS;
 }
 
