@@ -75,14 +75,16 @@ Test(nodes, interleave_with_one_node_makes_no_call) {
 static struct {
   int calls, mode;
   unsigned long maxnode, first_node;
+  unsigned flags;
 } seen;
 
 static long record_mbind(void *addr, unsigned long len, int mode,
                          const unsigned long *nodemask, unsigned long maxnode,
                          unsigned flags) {
-  (void)addr, (void)len, (void)flags;
+  (void)addr, (void)len;
   const size_t bits = sizeof(unsigned long) * CHAR_BIT;
   seen.calls++;
+  seen.flags = flags;
   seen.mode = mode;
   seen.maxnode = maxnode;
   seen.first_node = ULONG_MAX;
@@ -208,6 +210,30 @@ Test(nodes, policy_picks_the_mbind_mode) {
   cr_assert_eq(osmem_bind_to_node(p, MB, 70), 0);
   cr_assert_eq(seen.mode, MPOL_PREFERRED);
   cr_assert_eq(seen.first_node, 70);
+}
+
+Test(nodes, strict_without_move_is_ghcs_binding) {
+  fake_topology();
+  char *p = osmem_get_mblocks_on_node(1, 1);
+  cr_assert_not_null(p);
+  cr_assert_eq(seen.mode, MPOL_BIND);
+  cr_assert_eq(seen.flags, MPOL_MF_MOVE, "the default moves pages present");
+  cr_assert_eq(osmem_set_numa_policy(OSMEM_NUMA_STRICT_NO_MOVE), 0);
+  cr_assert_eq(osmem_bind_to_node(p, MB, 1), 0);
+  cr_assert_eq(seen.mode, MPOL_BIND);
+  cr_assert_eq(seen.flags, MPOL_MF_STRICT, "strict, nothing moved");
+  cr_assert_eq(seen.first_node, 1);
+  cr_assert_not_null(osmem_get_mblocks_on_node(2, 70));
+  cr_assert_eq(seen.flags, MPOL_MF_STRICT);
+  cr_assert_eq(seen.first_node, 70);
+}
+
+Test(nodes, configured_nodes_count_the_machine_not_the_process) {
+  fake_topology(); /* the process may use 3 nodes, the machine has 1 */
+  cr_assert_eq(osmem_numa_nodes(), 3);
+  cr_assert_geq(osmem_numa_nodes_configured(), 3, "never below the allowed");
+  cr_assert(osmem_numa_available(), "the kernel answered get_mempolicy");
+  cr_assert(osmem_numa_supported());
 }
 
 Test(nodes, interleave_binds_fresh_plain_gets_to_all_nodes) {
