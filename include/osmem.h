@@ -291,9 +291,10 @@ OSMEM_EXTERN size_t osmem_flush_thread_cache(void);
  * megablock boundary). If that range is free it is used; otherwise, or if
  * the kernel ignores the hint (older kernels, Android), the reservation is
  * placed where the OS chooses, aligned, and the caller can see it missed by
- * comparing the result with the hint. The hint is tried once per size: a
- * call makes at most 4 * (log2(len / min_len) + 2) system calls, whatever
- * the kernel does.
+ * comparing the result with the hint. The hint is tried once per size, so
+ * a call tries at most log2(len / min_len) + 2 sizes with at most 7 system
+ * calls each (the hint, an exact mapping, an over-allocation and its trims,
+ * each undone when it misses), whatever the kernel does with hints.
  *
  * Returns the reservation's base, or NULL with errno:
  *   EINVAL  len == 0, or min_len > len.
