@@ -1,6 +1,7 @@
 #!/bin/sh
 # Builds libosmem and its concurrency suites (tests/test_cache.c,
-# tests/test_threads.c) with ThreadSanitizer in build-tsan/ and runs every
+# tests/test_threads.c, tests/test_reservations.c: teardown with a thread
+# holding its cache) with ThreadSanitizer in build-tsan/ and runs every
 # test in its own process. Criterion cannot start under TSan, so the suites
 # are built on tests/minicr.h (-DOSMEM_TESTS_MINICR). A data race, or any
 # other TSan report, fails the test (TSan exits 66). Prints one line per test
@@ -15,10 +16,10 @@ cd build-tsan
   LDFLAGS="-fsanitize=thread" >configure.log 2>&1 ||
   { tail -n 30 configure.log; exit 1; }
 make -j"$(nproc 2>/dev/null || echo 2)" libosmem-internal.la >/dev/null
-make tests/test_cache tests/test_threads CPPFLAGS=-DOSMEM_TESTS_MINICR \
+make tests/test_cache tests/test_threads tests/test_reservations CPPFLAGS=-DOSMEM_TESTS_MINICR \
   CRITERION_LIBS= CRITERION_CFLAGS= >/dev/null
 passed=0 failed=0
-for prog in tests/test_cache tests/test_threads; do
+for prog in tests/test_cache tests/test_threads tests/test_reservations; do
   for t in $("./$prog" --list); do
     if TSAN_OPTIONS="halt_on_error=1 exitcode=66" timeout 300 \
       "./$prog" --run "$t" >"tsan-$t.log" 2>&1; then
