@@ -17,6 +17,10 @@
 #   OSMEM_VM_KERNEL            a vmlinuz to boot instead of fetching one
 #   OSMEM_VM_TOPOLOGIES        subset of "two sparse restricted" to boot
 #   OSMEM_VM_TIMEOUT           seconds one VM may take (default 180)
+#   OSMEM_VM_GHC               "required": fail if the GHC program cannot be
+#                              built (else it is built when it can be)
+#   OSMEM_GHC_LINK             flags that make libosmem-ghc win over GHC's
+#                              own OS layer (default: as osmem-ghc.pc)
 set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -103,6 +107,27 @@ $CC -std=c11 -Wall -Wextra -Werror $CFLAGS -I"$top_srcdir/include" \
 $CC -static -pthread $CFLAGS -o "$work/root/init" "$work/numa-vm-init.o" \
   -Wl,--whole-archive "$lib" -Wl,--no-whole-archive -lnuma >>"$work/build.log" 2>&1 ||
   { cat "$work/build.log"; die "linking the static /init failed"; }
+# GHC's threaded runtime on libosmem, when this build has the GHC library
+# (--enable-ghc) and ghc is here: a static Haskell program, run by /init in
+# the two-node VM with +RTS -N2 --numa (GhcNuma.hs). OSMEM_VM_GHC=required
+# makes its absence a failure (CI).
+ghc_lib=$top_builddir/.libs/libosmem-ghc.a
+if [ -f "$ghc_lib" ] && command -v ghc >/dev/null 2>&1; then
+  mkdir -p "$work/ghc"
+  # The link flags osmem-ghc.pc gives, pointed at this build.
+  # shellcheck disable=SC2086 # flag lists
+  ghc -threaded -O0 -v0 -outputdir "$work/ghc" -o "$work/root/ghc-numa" \
+    -optl-static -optl-pthread \
+    "$top_srcdir/tests/numa-vm/GhcNuma.hs" "$top_srcdir/tests/numa-vm/ghc-heap-nodes.c" \
+    ${OSMEM_GHC_LINK:-"-optl-Wl,-u,osMemInit"} -L"$top_builddir/.libs" -losmem-ghc \
+    -lnuma >"$work/ghc-build.log" 2>&1 ||
+    { cat "$work/ghc-build.log"; die "building the static Haskell program failed"; }
+  nm "$work/root/ghc-numa" | grep -q ' T osmem_ghc_heap_reservation$' ||
+    die "the Haskell program does not hold libosmem-ghc's OS layer"
+  echo "ghc:       /ghc-numa, $(ghc --numeric-version), threaded, static, on libosmem-ghc"
+elif [ "${OSMEM_VM_GHC:-}" = required ]; then
+  die "OSMEM_VM_GHC=required, but no $ghc_lib or no ghc"
+fi
 # Without root, mknod fails: /init then opens the console through devtmpfs.
 mknod "$work/root/dev/console" c 5 1 2>/dev/null || true
 (cd "$work/root" && find . | cpio -o -H newc -R 0:0 --quiet) | gzip -1 >"$work/initramfs.gz" ||
