@@ -1,0 +1,47 @@
+#!/bin/sh
+# GHC's runtime on libosmem: installs Debian's ghc (and what the static
+# Haskell link and the NUMA VM need) when apt-get is there, builds libosmem
+# with --enable-ghc in build-ghc/, runs the Haskell checks
+# (tests/ghc/run.sh, through make check) and then the two-node NUMA VM with
+# a threaded Haskell program (+RTS -N2 --numa) in it. Prints each check and
+# a closing "ghc: N passed, N failed".
+set -eu
+cd "$(dirname "$0")/.."
+src=$(pwd)
+
+if [ "$(id -u)" = 0 ]; then as_root=; else as_root=sudo; fi
+if command -v apt-get >/dev/null 2>&1; then
+  pkgs="ghc libnuma-dev libgmp-dev libffi-dev qemu-system-x86 cpio"
+  command -v autoreconf >/dev/null 2>&1 || pkgs="$pkgs autoconf automake libtool pkg-config"
+  $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+    --no-install-recommends $pkgs >/dev/null ||
+    { $as_root apt-get update -q >/dev/null &&
+      $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+        --no-install-recommends $pkgs >/dev/null; }
+fi
+command -v ghc >/dev/null 2>&1 || { echo "ghc: not found"; exit 1; }
+
+[ -x configure ] || autoreconf -fi
+mkdir -p build-ghc
+cd build-ghc
+"$src/configure" --enable-ghc --enable-werror >configure.log 2>&1 ||
+  { tail -n 30 configure.log; exit 1; }
+make -j"$(nproc 2>/dev/null || echo 2)" >make.log 2>&1 || { tail -n 30 make.log; exit 1; }
+
+status=0
+make check TESTS=tests/ghc/run.sh >check.log 2>&1 || status=1
+cat tests/ghc/run.log 2>/dev/null || cat check.log
+
+# The kernel the main build's VMs used, when there is one (else fetched).
+kernel=$(ls "$src"/build/tests/numa-vm/kernel-cache/boot/vmlinuz-* 2>/dev/null | tail -n 1 || true)
+make check-numa OSMEM_VM_TOPOLOGIES=two OSMEM_VM_GHC=required \
+  ${kernel:+OSMEM_VM_KERNEL="$kernel"} >numa-vm.log 2>&1 || status=1
+grep -E '(PASS|FAIL|PAGES) ghc\.|^numa-vm:' numa-vm.log || tail -n 30 numa-vm.log
+
+passed=$(grep -c '^PASS' tests/ghc/run.log 2>/dev/null || echo 0)
+failed=$(grep -c '^FAIL' tests/ghc/run.log 2>/dev/null || echo 0)
+passed=$((passed + $(grep -c '^ *PASS ghc\.' numa-vm.log || true)))
+failed=$((failed + $(grep -c '^ *FAIL ghc\.' numa-vm.log || true)))
+[ "$status" = 0 ] || [ "$failed" -gt 0 ] || failed=1
+echo "ghc: $passed passed, $failed failed"
+exit "$status"
