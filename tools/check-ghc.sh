@@ -38,10 +38,9 @@ make check-numa OSMEM_VM_TOPOLOGIES=two OSMEM_VM_GHC=required \
   ${kernel:+OSMEM_VM_KERNEL="$kernel"} >numa-vm.log 2>&1 || status=1
 grep -E '(PASS|FAIL|PAGES) ghc\.|^numa-vm:' numa-vm.log || tail -n 30 numa-vm.log
 
-passed=$(grep -c '^PASS' tests/ghc/run.log 2>/dev/null || echo 0)
-failed=$(grep -c '^FAIL' tests/ghc/run.log 2>/dev/null || echo 0)
-passed=$((passed + $(grep -c '^ *PASS ghc\.' numa-vm.log || true)))
-failed=$((failed + $(grep -c '^ *FAIL ghc\.' numa-vm.log || true)))
+count() { n=$(grep -c "$1" "$2" 2>/dev/null) || true; echo "${n:-0}"; }
+passed=$(( $(count '^PASS: ' tests/ghc/run.log) + $(count '^ *PASS ghc\.' numa-vm.log) ))
+failed=$(( $(count '^FAIL: ' tests/ghc/run.log) + $(count '^ *FAIL ghc\.' numa-vm.log) ))
 [ "$status" = 0 ] || [ "$failed" -gt 0 ] || failed=1
 echo "ghc: $passed passed, $failed failed"
 exit "$status"
