@@ -398,12 +398,18 @@ void osmem__heapmap_each_out(bool (*fn)(void *ctx, uintptr_t start, size_t n),
   if (run_len) fn(ctx, run_start, run_len);
 }
 
+/* Only entries that were set are written: the top level is 128 KiB of BSS
+ * on 64-bit, whose untouched pages a teardown at exit should not fault in. */
 void osmem__heapmap_forget(void) {
-  for (size_t i = 0; i < TOP_ENTRIES; i++) {
-    atomic_store_explicit(&top[i], NULL, memory_order_relaxed);
-    classes[i] = NULL;
+  uintptr_t lo = atomic_load_explicit(&bounds.lo, memory_order_relaxed);
+  uintptr_t hi = atomic_load_explicit(&bounds.hi, memory_order_relaxed);
+  for (uintptr_t i = lo; i <= hi && lo != UINTPTR_MAX; i++) {
+    if (atomic_load_explicit(&top[i], memory_order_relaxed))
+      atomic_store_explicit(&top[i], NULL, memory_order_relaxed);
+    if (classes[i]) classes[i] = NULL;
   }
-  memset(resident_leaves, 0, sizeof resident_leaves);
+  for (size_t i = 0; i < sizeof resident_leaves / sizeof *resident_leaves; i++)
+    if (resident_leaves[i]) resident_leaves[i] = 0;
   atomic_store_explicit(&bounds.only, NULL, memory_order_relaxed);
   atomic_store_explicit(&bounds.hi, 0, memory_order_relaxed);
   atomic_store_explicit(&bounds.lo, UINTPTR_MAX, memory_order_release);

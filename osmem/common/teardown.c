@@ -13,6 +13,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "heapmap.h"
@@ -36,12 +37,23 @@ static bool pool_run(void *ctx, uintptr_t start, size_t n) {
 }
 
 /* Clears the state but what must outlive a teardown: the thread caches,
- * which their threads may still hold (emptied, and their counts zeroed). */
+ * which their threads may still hold (emptied, and their counts zeroed).
+ * The node pool table is cleared entry by entry, only where pools were
+ * made: most of its pages were never touched, and a teardown at exit
+ * should not fault them in. */
 static void reset_state_locked(void) {
   struct osmem__state *g = &osmem__g;
   struct osmem__cache *caches = g->caches, *idle = g->idle_caches;
   osmem__caches_forget_counts_locked();
-  memset(g, 0, sizeof *g); /* ready is false: the next call initialises */
+  for (unsigned i = 0; i < g->pool_class_count; i++) {
+    g->node_pools[g->pool_classes[i] - 1] = NULL;
+    g->pool_classes[i] = 0;
+  }
+  struct osmem__state fresh = {0}; /* ready false: the next call inits */
+  memcpy(g, &fresh, offsetof(struct osmem__state, node_pools));
+  char *rest = (char *)&g->pool_class_count;
+  memcpy(rest, (char *)&fresh + offsetof(struct osmem__state, pool_class_count),
+         sizeof *g - offsetof(struct osmem__state, pool_class_count));
   g->caches = caches;
   g->idle_caches = idle;
   memset(&osmem__os_count, 0, sizeof osmem__os_count);
