@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 /* GHC's heap is built from megablocks of its own size: the library's must
  * be the same (configure libosmem --with-mblock-shift=N to match). */
@@ -263,11 +264,13 @@ static size_t default_thread_stack(void) {
  * heap (GHC ticket #18623), and stop early, with GHC's message, if the rest
  * cannot hold three thread stacks. */
 static size_t fit_address_space_limit(size_t len) {
-  struct osmem_memory_info info;
-  osmem_refresh_physical_memory(); /* the limit now, not when first read */
-  osmem_memory_info(&info);
-  uint64_t limit = info.rlimit_as;
-  if (limit == OSMEM_UNLIMITED || limit == 0 || len <= limit) return len;
+  /* getrlimit itself, as GHC: libosmem's osmem_memory_info would read the
+   * cgroup files too, which start-up does not need. */
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+    return len;
+  uint64_t limit = (uint64_t)rl.rlim_cur;
+  if (limit == 0 || len <= limit) return len;
   uint64_t fit = limit <= UINT64_MAX / 666 ? limit * 666 / 1000
                                            : limit / 1000 * 666;
   fit &= ~(uint64_t)(osmem_page_size() - 1);

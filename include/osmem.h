@@ -544,7 +544,8 @@ OSMEM_EXTERN void osmem_memory_info(struct osmem_memory_info *out);
 
 /* Installed RAM in bytes (MemTotal; GHC's getPhysicalMemorySize), 0 if
  * unknown; 4 GiB on wasm. Unlike osmem_physical_memory, not lowered by
- * cgroup or rlimit limits. Cached as osmem_physical_memory is. */
+ * cgroup or rlimit limits, and read alone (one small file) on first use,
+ * then cached (osmem_refresh_physical_memory does not re-read it). */
 OSMEM_EXTERN uint64_t osmem_physical_ram(void);
 
 /* The OS page size in bytes (sysconf(_SC_PAGESIZE)). */

@@ -118,6 +118,8 @@ OSMEM_HIDDEN int osmem__os_node_distance(unsigned from, unsigned to);
  * pool lock held; never fails, may read files, preserves errno. */
 struct osmem_memory_info;
 OSMEM_HIDDEN void osmem__os_memory_info(struct osmem_memory_info *out);
+/* Installed RAM alone (out->ram above), 0 if unknown; preserves errno. */
+OSMEM_HIDDEN uint64_t osmem__os_ram(void);
 
 /* Machine facts, fixed after init: nodes this process may use; nodes the
  * machine has; built with NUMA support; the kernel has NUMA policies. */

@@ -281,7 +281,18 @@ static struct osmem_memory_info mem_info_get(bool refresh) {
 
 uint64_t osmem_physical_memory(void) { return mem_info_get(false).physical; }
 
-uint64_t osmem_physical_ram(void) { return mem_info_get(false).ram; }
+/* RAM alone, read once: GHC asks for it at start-up, where reading every
+ * limit (cgroup files up the tree) would cost more than it needs. */
+uint64_t osmem_physical_ram(void) {
+  static _Atomic uint64_t ram; /* 0: not read yet (or unknown: read again) */
+  uint64_t r = atomic_load_explicit(&ram, memory_order_relaxed);
+  if (r == 0) {
+    osmem__ensure_init();
+    r = osmem__os_ram();
+    atomic_store_explicit(&ram, r, memory_order_relaxed);
+  }
+  return r;
+}
 
 uint64_t osmem_refresh_physical_memory(void) {
   return mem_info_get(true).physical;

@@ -56,6 +56,8 @@ static uint64_t rlimit_as(void) {
   return OSMEM_UNLIMITED;
 }
 
+uint64_t osmem__os_ram(void) { return osmem__posix_ram(); }
+
 void osmem__os_memory_info(struct osmem_memory_info *out) {
   int saved_errno = errno;
   struct osmem__cgroup_limits cg;

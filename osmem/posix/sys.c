@@ -10,6 +10,7 @@
 
 #ifdef HAVE_LIBNUMA
 #include <numaif.h>
+#include <sys/syscall.h>
 #endif
 
 #ifndef MAP_ANONYMOUS
@@ -18,7 +19,21 @@
 
 struct osmem__os_counters osmem__os_count;
 
-#ifdef HAVE_LIBNUMA
+#if defined(HAVE_LIBNUMA) && HAVE_DECL_SYS_MBIND && HAVE_DECL_SYS_GET_MEMPOLICY
+/* The system calls themselves, as libnuma's wrappers make them: the
+ * library then needs no libnuma at run time (configure.ac says why). */
+static long real_mbind(void *addr, unsigned long len, int mode,
+                       const unsigned long *nodemask, unsigned long maxnode,
+                       unsigned flags) {
+  return syscall(SYS_mbind, addr, len, (long)mode, nodemask, maxnode, flags);
+}
+
+static long real_get_mempolicy(int *mode, unsigned long *nodemask,
+                               unsigned long maxnode, void *addr,
+                               unsigned long flags) {
+  return syscall(SYS_get_mempolicy, mode, nodemask, maxnode, addr, flags);
+}
+#elif defined(HAVE_LIBNUMA)
 static long real_mbind(void *addr, unsigned long len, int mode,
                        const unsigned long *nodemask, unsigned long maxnode,
                        unsigned flags) {

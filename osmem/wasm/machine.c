@@ -61,6 +61,8 @@ void osmem__os_memory_info(struct osmem_memory_info *out) {
   out->cgroup_version = 0;
 }
 
+uint64_t osmem__os_ram(void) { return OSMEM__WASM_MAX_BYTES; }
+
 unsigned osmem__os_numa_nodes(void) { return 1; }
 unsigned osmem__os_numa_nodes_configured(void) { return 1; }
 bool osmem__os_numa_supported(void) { return false; }
