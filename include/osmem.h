@@ -417,7 +417,8 @@ OSMEM_EXTERN int osmem_bind_to_node(void *p, size_t size, unsigned node);
  * Returns NULL with errno EINVAL for n == 0 or a node as in
  * osmem_bind_to_node (nothing is allocated then), ENOMEM as for
  * osmem_get_mblocks, or the error of a failed bind (the megablocks are then
- * freed again: in the thread cache or their pool, as any free).
+ * freed again: in the thread cache or their pool, as any free). A bind
+ * refused with ENOMEM calls the out-of-memory handler first, as any ENOMEM.
  * Complexity: as osmem_get_mblocks, plus one mbind system call.
  */
 OSMEM_EXTERN void *osmem_get_mblocks_on_node(size_t n, unsigned node);
@@ -489,7 +490,9 @@ OSMEM_EXTERN int osmem_set_numa_policy(enum osmem_numa_policy policy);
 /* When on, fresh megablocks of plain gets (osmem_get_mblocks) are interleaved
  * page by page across the allowed nodes (MPOL_INTERLEAVE) before first
  * touch; default off. Megablocks reused from the pool keep their pages.
- * Returns 0. Without NUMA support it records the wish and does nothing. */
+ * Returns 0. Without NUMA support it records the wish and does nothing.
+ * Interleaving is a wish: where the kernel refuses it (mbind fails), the
+ * get still succeeds, with the default placement. */
 OSMEM_EXTERN int osmem_set_numa_interleave(bool on);
 
 /* ---------------------------------------------------------- machine facts */

@@ -276,6 +276,52 @@ Test(nodes, failed_bind_gives_the_megablocks_back_to_their_pool) {
   osmem__posix_sys.mbind = record_mbind;
   cr_assert_eq(osmem_get_mblocks_on_node(1, 1), p, "still in node 1's pool");
 }
+static long enomem_mbind(void *addr, unsigned long len, int mode,
+                         const unsigned long *nodemask, unsigned long maxnode,
+                         unsigned flags) {
+  (void)addr, (void)len, (void)mode, (void)nodemask, (void)maxnode, (void)flags;
+  errno = ENOMEM;
+  return -1;
+}
+
+static size_t oom_calls;
+static void count_oom(size_t n, int err) {
+  (void)n;
+  cr_assert_eq(err, ENOMEM);
+  oom_calls++;
+}
+
+Test(nodes, bind_refused_for_want_of_memory_calls_the_oom_handler) {
+  fake_topology();
+  osmem_set_oom_handler(count_oom);
+  osmem__posix_sys.mbind = enomem_mbind;
+  errno = 0;
+  cr_assert_null(osmem_get_mblocks_on_node(2, 1));
+  cr_assert_eq(errno, ENOMEM);
+  cr_assert_eq(oom_calls, 1, "the header promises the handler runs first");
+  assert_invariants();
+}
+
+Test(nodes, refused_interleave_still_hands_out_a_plain_get) {
+  fake_topology();
+  cr_assert_eq(osmem_set_numa_interleave(true), 0);
+  osmem_set_oom_handler(count_oom);
+  int errs[] = {EIO, EINVAL, EFAULT, EINTR, ENOMEM};
+  for (size_t i = 0; i < sizeof errs / sizeof *errs; i++) {
+    osmem__posix_sys.mbind = i == 4 ? enomem_mbind : failing_mbind;
+    struct osmem_stats s0 = stats_now();
+    errno = 0;
+    char *p = osmem_get_mblocks(2);
+    cr_assert_not_null(p, "a refused interleave is not a failed get");
+    p[0] = p[2 * MB - 1] = 1;
+    struct osmem_stats s1 = stats_now();
+    cr_assert_eq(s1.mblocks_in_use, s0.mblocks_in_use + 2);
+    cr_assert_eq(s1.mblocks_pooled, s0.mblocks_pooled, "nothing moved to the pool");
+  }
+  cr_assert_eq(oom_calls, 0);
+  assert_invariants();
+}
+
 /* Reservations placed by the test: the first at X + 64 MiB, the second over
  * the first's old addresses (X + 48 MiB, 32 MiB), the rest far away. */
 static char *arena;

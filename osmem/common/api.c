@@ -67,8 +67,12 @@ static void *fail_oom(size_t n) {
 
 /* Gets n megablocks of class cls (plain: any pool) and applies the NUMA
  * placement asked for: bound to node cls - 1, or, for fresh plain
- * megablocks, interleaved when the runtime asked for it. On a placement
- * failure the megablocks go back to their pool and errno is that error. */
+ * megablocks, interleaved when the runtime asked for it. A failed bind
+ * gives the megablocks back (to the thread cache or their pool) and fails
+ * the get with that error, after the OOM handler when it is ENOMEM.
+ * Interleaving is a wish about placement, not part of a plain get's
+ * contract (EINVAL or ENOMEM only): when the kernel refuses it the
+ * megablocks are handed out with the default policy. */
 void *osmem__get(size_t n, unsigned cls, bool plain, int node) {
   if (n == 0) {
     errno = EINVAL;
@@ -98,12 +102,10 @@ void *osmem__get(size_t n, unsigned cls, bool plain, int node) {
   bool interleave = plain && fresh && g->numa_interleave;
   void *p = (void *)(mblock << OSMEM_MBLOCK_SHIFT);
   size_t bytes = n << OSMEM_MBLOCK_SHIFT;
-  if (node >= 0)
-    err = osmem__os_bind(p, bytes, (unsigned)node, policy);
-  else if (interleave)
-    err = osmem__os_interleave(p, bytes);
-  if (err) {
+  if (interleave) (void)osmem__os_interleave(p, bytes);
+  if (node >= 0 && (err = osmem__os_bind(p, bytes, (unsigned)node, policy))) {
     osmem_free_mblocks(p, n);
+    if (err == ENOMEM) return fail_oom(n);
     errno = err;
     return NULL;
   }
