@@ -339,6 +339,46 @@ Test(reservations, many_reservations_grow_the_table) {
   cr_assert_eq(stats_now().user_reservations, N / 2);
 }
 
+/* An OS that maps at address 0 (root may, and sanitizers rewrite hints):
+ * the first reservation of each kind is placed there, without mapping
+ * anything; munmap of it is recorded. */
+static unsigned zero_maps, zero_unmaps;
+
+static void *mmap_at_zero_once(void *addr, size_t len, int prot, int flags,
+                               int fd, off_t off) {
+  if (zero_maps < 3 && (flags & MAP_NORESERVE)) {
+    zero_maps++;
+    return NULL;
+  }
+  return mmap(addr, len, prot, flags, fd, off);
+}
+
+static int munmap_zero_aware(void *addr, size_t len) {
+  if (addr == NULL) {
+    zero_unmaps++;
+    return 0;
+  }
+  return munmap(addr, len);
+}
+
+Test(reservations, a_mapping_at_address_zero_is_never_used) {
+  cr_assert_eq(osmem_init(), 0);
+  osmem__posix_sys.mmap = mmap_at_zero_once;
+  osmem__posix_sys.munmap = munmap_zero_aware;
+  char *p = osmem_get_mblocks(1);
+  cr_assert_not_null(p, "the get found memory elsewhere");
+  cr_assert_gt((uintptr_t)p, 0);
+  cr_assert_eq(zero_unmaps, zero_maps, "each mapping at 0 was given back");
+  zero_maps = zero_unmaps = 0;
+  char *r = osmem_reserve(8 * MB, 0, NULL, NULL);
+  cr_assert_not_null(r);
+  cr_assert_gt((uintptr_t)r, 0);
+  cr_assert_eq(zero_unmaps, zero_maps, "each mapping at 0 was given back");
+  cr_assert(!osmem_is_heap(NULL));
+  osmem__posix_sys_reset();
+  assert_invariants();
+}
+
 /* ------------------------------------------------------------ teardown */
 
 /* Every mapping the library has, as the system-call table sees them: the

@@ -146,7 +146,8 @@ int osmem__os_meta_alloc(size_t size, void **out) {
   /* Not MAP_NORESERVE: bookkeeping is committed memory, though pages of it
    * mapped ahead of need are touched only when used. */
   void *p = osmem__posix_mmap(NULL, size, PROT_READ | PROT_WRITE, 0);
-  if (p == MAP_FAILED) return ENOMEM;
+  if (p == NULL) osmem__posix_munmap(p, size); /* never at NULL */
+  if (p == MAP_FAILED || p == NULL) return ENOMEM;
   *out = p;
   return 0;
 }

@@ -45,6 +45,10 @@ static int missed(void *p, size_t size) {
   return EAGAIN;
 }
 
+/* A mapping at address 0 (root may map page 0, and sanitizers rewrite
+ * hints) would put a megablock at NULL: never usable. */
+static bool at_zero(const void *p) { return p == NULL; }
+
 static int reserve_at_hint(size_t size, size_t align, void *hint, int prot,
                            void **out) {
   int flags = MAP_NORESERVE;
@@ -52,7 +56,9 @@ static int reserve_at_hint(size_t size, size_t align, void *hint, int prot,
   flags |= MAP_FIXED_NOREPLACE;
 #endif
   void *p = osmem__posix_mmap(hint, size, prot, flags);
-  if (p == hint) {
+  if (at_zero(p)) {
+    return missed(p, size);
+  } else if (p == hint) {
     count(&osmem__os_count.align_hint_hits);
   } else if (p != MAP_FAILED && aligned(p, align)) {
     count(&osmem__os_count.align_exact_hits); /* elsewhere, but aligned */
@@ -65,7 +71,8 @@ static int reserve_at_hint(size_t size, size_t align, void *hint, int prot,
 
 static int reserve_exact(size_t size, size_t align, int prot, void **out) {
   void *p = osmem__posix_mmap(NULL, size, prot, MAP_NORESERVE);
-  if (p == MAP_FAILED || !aligned(p, align)) return missed(p, size);
+  if (p == MAP_FAILED || at_zero(p) || !aligned(p, align))
+    return missed(p, size);
   count(&osmem__os_count.align_exact_hits);
   *out = p;
   return 0;
@@ -79,6 +86,10 @@ static int reserve_and_trim(size_t size, size_t align, int prot,
   if (p == MAP_FAILED) return ENOMEM;
   uintptr_t start = (uintptr_t)p;
   uintptr_t first = (start + align - 1) & ~(uintptr_t)(align - 1);
+  if (first == 0) { /* the aligned start would be NULL */
+    osmem__posix_munmap(p, size + slack);
+    return ENOMEM;
+  }
   size_t head = first - start, tail = slack - head;
   /* A failed trim only leaves address space mapped; the result is good. */
   if (head) osmem__posix_munmap(p, head);
