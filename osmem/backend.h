@@ -77,6 +77,14 @@ OSMEM_HIDDEN bool osmem__os_may_reserve(size_t size, size_t align);
 /* Gives [p, p + size) back to the OS. ENOSYS where caps.can_unmap is false. */
 OSMEM_HIDDEN int osmem__os_unmap(void *p, size_t size);
 
+/* Gives back a mapping nobody uses (a reservation undone); where the OS
+ * refuses now, the backend keeps it and tries again on each
+ * osmem__os_retry_discards, so that it is never lost. Lock held. */
+OSMEM_HIDDEN void osmem__os_discard(void *p, size_t size);
+/* Tries again to give back what discards could not; the bytes given back.
+ * Lock held. */
+OSMEM_HIDDEN size_t osmem__os_retry_discards(void);
+
 /* Tells the OS the contents of [p, p + size) are no longer needed; the range
  * stays mapped and usable, and using it again needs no call. eager: the
  * pages must leave the process's resident set now (MADV_DONTNEED); else the

@@ -471,6 +471,50 @@ Test(teardown, leaves_no_mapping_behind) {
   osmem__posix_sys_reset();
 }
 
+static int fail_meta_maps, fail_unmaps;
+
+static void *faulty_recording_mmap(void *addr, size_t len, int prot,
+                                   int flags, int fd, off_t off) {
+  if (!(flags & MAP_NORESERVE) && fail_meta_maps > 0) {
+    fail_meta_maps--;
+    errno = ENOMEM;
+    return MAP_FAILED;
+  }
+  return recording_mmap(addr, len, prot, flags, fd, off);
+}
+
+static int faulty_recording_munmap(void *addr, size_t len) {
+  if (fail_unmaps > 0) {
+    fail_unmaps--;
+    errno = ENOMEM; /* at vm.max_map_count */
+    return -1;
+  }
+  return recording_munmap(addr, len);
+}
+
+Test(teardown, a_mapping_whose_undo_failed_is_given_back_later) {
+  cr_assert_eq(osmem_init(), 0);
+  osmem__posix_sys.mmap = faulty_recording_mmap;
+  osmem__posix_sys.munmap = faulty_recording_munmap;
+  /* The reservation is mapped, its bookkeeping is refused, and so is the
+   * munmap that undoes it. */
+  fail_meta_maps = 1;
+  fail_unmaps = 1;
+  errno = 0;
+  cr_assert_null(osmem_get_mblocks(1));
+  cr_assert_eq(errno, ENOMEM);
+  cr_assert_eq(fail_unmaps, 0, "an unmap was refused");
+  cr_assert_gt(span_count, 0, "so a mapping is left for now");
+  struct osmem_stats s = stats_now();
+  cr_assert_eq(s.mblocks_in_use + s.mblocks_pooled, 0);
+  osmem_release_free_memory();
+  cr_assert_eq(span_count, 0, "%zu mappings (%zu bytes) lost", span_count,
+               spans_bytes());
+  cr_assert_not_null(osmem_get_mblocks(1), "works once faults stop");
+  assert_invariants();
+  osmem__posix_sys_reset();
+}
+
 Test(teardown, resets_and_the_library_works_again) {
   cr_assert_eq(osmem_set_decommit_mode(OSMEM_DECOMMIT_EAGER), 0);
   cr_assert_eq(osmem_set_decommit_delay(7), 100);

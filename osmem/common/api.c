@@ -140,6 +140,8 @@ size_t osmem_release_free_memory(void) {
   osmem__os_lock();
   osmem__caches_drain_locked();
   size_t released = osmem__release_locked();
+  /* Mappings a failed munmap left behind (never counted as mapped) go too. */
+  (void)osmem__os_retry_discards();
   osmem__os_unlock();
   return released;
 }

@@ -117,7 +117,7 @@ static int new_reservation(size_t need, struct osmem__pool *owner,
       reserve_nodes(owner, nodes) != 0) {
     /* Memory we cannot track must not be handed out. Where it cannot be
      * given back either, it is lost address space, but state stays sound. */
-    osmem__os_unmap((void *)base, size);
+    osmem__os_discard((void *)base, size);
     return ENOMEM;
   }
   adopt_reservation(base, size);

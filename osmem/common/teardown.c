@@ -63,6 +63,7 @@ static int give_everything_back_locked(void) {
   struct osmem__state *g = &osmem__g;
   int first_err = 0;
   osmem__release_locked();
+  osmem__os_retry_discards();
   size_t still_pooled, resident, ranges;
   osmem__pools_sum(&still_pooled, &resident, &ranges);
   if (still_pooled) first_err = ENOMEM; /* the OS refused an unmap */

@@ -125,6 +125,37 @@ int osmem__os_unmap(void *p, size_t size) {
   return osmem__posix_munmap(p, size) == 0 ? 0 : errno;
 }
 
+/* Mappings given up whose munmap failed (it can: splitting a mapping needs
+ * a new one, and the process may be at vm.max_map_count). The first 64 are
+ * kept and tried again on every release and teardown; past that they are
+ * lost address space, which takes 64 failures outstanding at once. */
+#define STRANDED_MAX 64
+static struct {
+  void *p;
+  size_t size;
+} stranded[STRANDED_MAX];
+static size_t stranded_count; /* lock */
+
+void osmem__os_discard(void *p, size_t size) {
+  if (osmem__posix_munmap(p, size) == 0 || stranded_count == STRANDED_MAX)
+    return;
+  stranded[stranded_count].p = p;
+  stranded[stranded_count++].size = size;
+}
+
+size_t osmem__os_retry_discards(void) {
+  size_t bytes = 0;
+  for (size_t i = 0; i < stranded_count;) {
+    if (osmem__posix_munmap(stranded[i].p, stranded[i].size) != 0) {
+      i++;
+      continue;
+    }
+    bytes += stranded[i].size;
+    stranded[i] = stranded[--stranded_count];
+  }
+  return bytes;
+}
+
 #ifdef MADV_FREE
 /* MADV_FREE (Linux 4.5, the BSDs, macOS) lets the kernel take the pages
  * lazily; kernels that lack it say EINVAL, and from then on MADV_DONTNEED. */
@@ -146,7 +177,7 @@ int osmem__os_meta_alloc(size_t size, void **out) {
   /* Not MAP_NORESERVE: bookkeeping is committed memory, though pages of it
    * mapped ahead of need are touched only when used. */
   void *p = osmem__posix_mmap(NULL, size, PROT_READ | PROT_WRITE, 0);
-  if (p == NULL) osmem__posix_munmap(p, size); /* never at NULL */
+  if (p == NULL) osmem__os_discard(p, size); /* never at NULL */
   if (p == MAP_FAILED || p == NULL) return ENOMEM;
   *out = p;
   return 0;

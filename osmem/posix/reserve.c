@@ -41,7 +41,7 @@ static void count(atomic_uint_least64_t *counter) {
 /* A reserve that missed gives its mapping back; ENOMEM when mmap refused. */
 static int missed(void *p, size_t size) {
   if (p == MAP_FAILED) return errno == ENOMEM ? ENOMEM : EAGAIN;
-  osmem__posix_munmap(p, size);
+  osmem__os_discard(p, size);
   return EAGAIN;
 }
 
@@ -87,13 +87,14 @@ static int reserve_and_trim(size_t size, size_t align, int prot,
   uintptr_t start = (uintptr_t)p;
   uintptr_t first = (start + align - 1) & ~(uintptr_t)(align - 1);
   if (first == 0) { /* the aligned start would be NULL */
-    osmem__posix_munmap(p, size + slack);
+    osmem__os_discard(p, size + slack);
     return ENOMEM;
   }
   size_t head = first - start, tail = slack - head;
-  /* A failed trim only leaves address space mapped; the result is good. */
-  if (head) osmem__posix_munmap(p, head);
-  if (tail) osmem__posix_munmap((void *)(first + size), tail);
+  /* A failed trim leaves address space mapped, to be given back later; the
+   * result is good. */
+  if (head) osmem__os_discard(p, head);
+  if (tail) osmem__os_discard((void *)(first + size), tail);
   count(&osmem__os_count.align_trims);
   *out = (void *)first;
   return 0;

@@ -58,6 +58,10 @@ int osmem__os_unmap(void *p, size_t size) {
   return ENOSYS;
 }
 
+/* Nothing is ever given back, so nothing waits to be. */
+void osmem__os_discard(void *p, size_t size) { (void)p, (void)size; }
+size_t osmem__os_retry_discards(void) { return 0; }
+
 /* There are no inaccessible reservations to commit, and no protections. */
 int osmem__os_commit(void *p, size_t size) {
   (void)p, (void)size;
