@@ -131,9 +131,12 @@ OSMEM_EXTERN int osmem_free_mblocks(void *p, size_t n);
 
 /*
  * osmem_release_free_memory: return every thread cache's megablocks to the
- * pool, then unmap every free range in the pool, returning its memory and
- * address space to the OS.
- * Returns the number of bytes unmapped (0 if the pool was empty). A range the
+ * pool, then unmap every free range in the pool and the unused part of the
+ * current OS reservation, returning their memory and address space to the
+ * OS. Reservations made afterwards are sized from the heap as it is then
+ * (what the library maps follows the heap, not how long it has run), and
+ * the OS chooses where they go.
+ * Returns the number of bytes unmapped (0 if nothing was free). A range the
  * OS refuses to unmap stays in the pool and is not counted. On wasm, where
  * linear memory never shrinks, it returns 0 and the pool keeps its memory
  * for later gets.

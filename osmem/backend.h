@@ -74,6 +74,10 @@ OSMEM_HIDDEN int osmem__os_set_executable(void *p, size_t size, bool exec);
  * which promises nothing. Changes nothing. */
 OSMEM_HIDDEN bool osmem__os_may_reserve(size_t size, size_t align);
 
+/* The most address space the OS lets the process map (RLIMIT_AS and
+ * RLIMIT_DATA soft limits, the lower), SIZE_MAX when unlimited. */
+OSMEM_HIDDEN size_t osmem__os_address_budget(void);
+
 /* Gives [p, p + size) back to the OS. ENOSYS where caps.can_unmap is false. */
 OSMEM_HIDDEN int osmem__os_unmap(void *p, size_t size);
 

@@ -437,6 +437,8 @@ static void use_everything(void) {
     cr_assert_eq(osmem_free_mblocks(keep[i], (size_t)(i % 5) + 1), 0);
   void *big = osmem_get_mblocks(300); /* past the first reservation */
   cr_assert_not_null(big);
+  cr_assert_not_null(osmem_get_mblocks(60)); /* more than the pool holds:
+                                               a new reservation, with a tail */
   cr_assert_not_null(osmem_get_mblocks_on_node(2, 0));
   void *one = osmem_get_mblocks(1);
   cr_assert_eq(osmem_free_mblocks(one, 1), 0); /* into the thread cache */

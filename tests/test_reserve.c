@@ -617,7 +617,9 @@ static void step_release(void) {
   SCHECK(osmem__check_invariants() == 0);
   /* Release first moves thread-cached megablocks to the pool. */
   SCHECK(s1.mblocks_cached == 0);
-  SCHECK(r == (s0.mblocks_pooled + s0.mblocks_cached - s1.mblocks_pooled) * MB);
+  /* The pool, and the current reservation's unused tail. */
+  SCHECK(r == (s0.mblocks_pooled + s0.mblocks_cached - s1.mblocks_pooled) * MB +
+                  (s0.bytes_reserved_unused - s1.bytes_reserved_unused));
   SCHECK(s0.bytes_mapped - s1.bytes_mapped == r);
 }
 

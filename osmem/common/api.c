@@ -139,7 +139,7 @@ size_t osmem_release_free_memory(void) {
   osmem__ensure_init();
   osmem__os_lock();
   osmem__caches_drain_locked();
-  size_t released = osmem__release_locked();
+  size_t released = osmem__release_locked() + osmem__fresh_release_locked();
   /* Mappings a failed munmap left behind (never counted as mapped) go too. */
   (void)osmem__os_retry_discards();
   osmem__os_unlock();

@@ -19,10 +19,26 @@
 
 static size_t round_up(size_t x, size_t to) { return (x + to - 1) / to * to; }
 
-/* The size of the next reservation for a request of `need` bytes. */
+/* The smallest power of two >= x (x <= OSMEM__RESERVE_CAP). */
+static size_t pow2_at_least(size_t x) {
+  size_t p = OSMEM__RESERVE_FIRST;
+  while (p < x && p < OSMEM__RESERVE_CAP) p *= 2;
+  return p;
+}
+
+/* The size of the next reservation for a request of `need` bytes: the
+ * doubling counter, but never more than twice the heap (megablocks out of
+ * the pool, rounded up to a power of two) and never more than a sixteenth
+ * of the address-space budget the OS sets (RLIMIT_AS, RLIMIT_DATA), so
+ * that what the library maps follows the heap, not the time it has run. */
 static size_t reserve_size(size_t need, size_t smallest) {
-  if (!osmem__g.caps.cheap_reserve) return need;
-  size_t size = osmem__g.next_reserve;
+  struct osmem__state *g = &osmem__g;
+  if (!g->caps.cheap_reserve) return need;
+  size_t size = g->next_reserve;
+  size_t heap_cap = 2 * pow2_at_least(g->in_use << OSMEM_MBLOCK_SHIFT);
+  if (size > heap_cap) size = heap_cap;
+  size_t budget = osmem__os_address_budget() / 16;
+  if (size > budget) size = round_up(budget, OSMEM__RESERVE_GRAIN);
   return size > smallest ? size : smallest;
 }
 
@@ -122,6 +138,22 @@ static int new_reservation(size_t need, struct osmem__pool *owner,
   }
   adopt_reservation(base, size);
   return 0;
+}
+
+size_t osmem__fresh_release_locked(void) {
+  struct osmem__state *g = &osmem__g;
+  size_t tail = g->carve_end - g->carve;
+  if (g->caps.can_unmap && tail &&
+      osmem__os_unmap((void *)g->carve, tail) == 0) {
+    g->bytes_mapped -= tail;
+    g->carve = g->carve_end = 0; /* the next reservation goes where the OS
+                                    likes: the lowest free place it has */
+  } else {
+    tail = 0;
+  }
+  /* The counter starts again from the heap as it is now. */
+  g->next_reserve = pow2_at_least(g->in_use << OSMEM_MBLOCK_SHIFT);
+  return tail;
 }
 
 int osmem__fresh_take(size_t n, struct osmem__pool *owner, size_t nodes,

@@ -91,6 +91,10 @@ OSMEM_HIDDEN void osmem__ensure_init(void);
 OSMEM_HIDDEN int osmem__fresh_take(size_t n, struct osmem__pool *owner,
                                    size_t nodes, uintptr_t *mblock);
 
+/* Unmaps the unused part of the current reservation (a release) and lets
+ * reservations grow from the heap's size again; bytes unmapped. Lock held. */
+OSMEM_HIDDEN size_t osmem__fresh_release_locked(void);
+
 /* Gets n megablocks of class cls (plain: any pool), bound to node (>= 0) or
  * interleaved (plain, fresh, when asked for). NULL with errno on failure. */
 OSMEM_HIDDEN void *osmem__get(size_t n, unsigned cls, bool plain, int node);

@@ -9,6 +9,7 @@
 #include <sched.h>
 #include <time.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #if HAVE_DECL_MEMBARRIER_CMD_PRIVATE_EXPEDITED && HAVE_DECL_SYS_MEMBARRIER
 #define HAVE_MEMBARRIER 1
@@ -120,6 +121,18 @@ void osmem__os_init(struct osmem__os_caps *caps) {
 }
 
 /* --------------------------------------------------------------- memory */
+
+size_t osmem__os_address_budget(void) {
+  size_t budget = SIZE_MAX;
+  int limits[] = {RLIMIT_AS, RLIMIT_DATA};
+  for (size_t i = 0; i < sizeof limits / sizeof *limits; i++) {
+    struct rlimit rl;
+    if (getrlimit(limits[i], &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        rl.rlim_cur < budget)
+      budget = (size_t)rl.rlim_cur;
+  }
+  return budget;
+}
 
 int osmem__os_unmap(void *p, size_t size) {
   return osmem__posix_munmap(p, size) == 0 ? 0 : errno;

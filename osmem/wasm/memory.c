@@ -58,6 +58,9 @@ int osmem__os_unmap(void *p, size_t size) {
   return ENOSYS;
 }
 
+/* Growth is exact on wasm (no reservation ahead): no budget to keep. */
+size_t osmem__os_address_budget(void) { return SIZE_MAX; }
+
 /* Nothing is ever given back, so nothing waits to be. */
 void osmem__os_discard(void *p, size_t size) { (void)p, (void)size; }
 size_t osmem__os_retry_discards(void) { return 0; }

@@ -1,0 +1,131 @@
+/*
+ * The address space the library holds follows the heap, not time: after a
+ * release the unused tail of the current reservation goes, the next
+ * reservation is sized from the heap again (not from a counter that only
+ * grows), and the OS places it where it likes, so that cycles of a heap
+ * neither grow what is mapped nor march down the address space. POSIX only:
+ * wasm memory is never given back.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "helpers.h"
+
+#define MB OSMEM_MBLOCK_SIZE
+#define MiB ((size_t)1 << 20)
+
+/* The bound the footprint must keep: what is mapped for megablocks is at
+ * most four times the heap's high-water mark plus 64 MiB (a reservation is
+ * at most twice the heap rounded up to a power of two, on top of the heap). */
+static size_t footprint_bound(size_t peak_bytes) {
+  return 4 * peak_bytes + 64 * MiB;
+}
+
+struct span {
+  uintptr_t lo, hi;
+};
+
+static void widen(struct span *s, const void *p, size_t n) {
+  uintptr_t a = (uintptr_t)p, b = a + n * MB;
+  if (a < s->lo) s->lo = a;
+  if (b > s->hi) s->hi = b;
+}
+
+Test(footprint, cycles_of_a_200_mib_heap_keep_mapped_and_span_bounded) {
+  enum { CYCLES = 1000, GETS = 50, EACH = 4 }; /* 200 MiB a cycle */
+  static char *live[GETS];
+  struct span span = {UINTPTR_MAX, 0};
+  size_t most_mapped = 0;
+  for (int c = 0; c < CYCLES; c++) {
+    for (int i = 0; i < GETS; i++) {
+      live[i] = osmem_get_mblocks(EACH);
+      cr_assert_not_null(live[i], "cycle %d get %d", c, i);
+      widen(&span, live[i], EACH);
+    }
+    struct osmem_stats s = stats_now();
+    if (s.bytes_mapped > most_mapped) most_mapped = s.bytes_mapped;
+    cr_assert_leq(s.bytes_mapped, footprint_bound(GETS * EACH * MB),
+                  "cycle %d: %ju MiB mapped for a 200 MiB heap", c,
+                  (uintmax_t)(s.bytes_mapped >> 20));
+    for (int i = 0; i < GETS; i++)
+      cr_assert_eq(osmem_free_mblocks(live[i], EACH), 0);
+    osmem_release_free_memory();
+    s = stats_now();
+    cr_assert_eq(s.bytes_mapped, 0, "cycle %d: all given back", c);
+  }
+  /* Before the fix: 51 GiB mapped after 400 cycles, and addresses marching
+   * down by a new reservation's size every cycle. */
+  cr_assert_leq(span.hi - span.lo, (size_t)4 << 30,
+                "handed-out addresses span %ju MiB over %d cycles",
+                (uintmax_t)((span.hi - span.lo) >> 20), CYCLES);
+  assert_invariants();
+}
+
+/* A random workload: about 100 MiB live, runs of 1 to 8 megablocks, a
+ * release every 200 operations. */
+Test(footprint, random_workload_with_releases_stays_within_the_bound) {
+  enum { SLOTS = 64, OPS = 200000 };
+  static struct {
+    char *p;
+    size_t n;
+  } slot[SLOTS];
+  uint64_t rng = 0x9e3779b97f4a7c15u;
+  struct span span = {UINTPTR_MAX, 0};
+  size_t live = 0, peak = 0;
+  for (int op = 0; op < OPS; op++) {
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    int i = (int)(rng % SLOTS);
+    if (slot[i].p) {
+      cr_assert_eq(osmem_free_mblocks(slot[i].p, slot[i].n), 0);
+      live -= slot[i].n;
+      slot[i].p = NULL;
+    } else {
+      size_t n = 1 + (size_t)((rng >> 32) % 8) * ((rng >> 40) % 2 ? 1 : 0);
+      slot[i].p = osmem_get_mblocks(n);
+      cr_assert_not_null(slot[i].p);
+      slot[i].n = n;
+      live += n;
+      if (live > peak) peak = live;
+      widen(&span, slot[i].p, n);
+    }
+    if (op % 200 == 199) {
+      osmem_release_free_memory();
+      struct osmem_stats s = stats_now();
+      cr_assert_leq(s.bytes_mapped, footprint_bound(peak * MB),
+                    "op %d: %ju MiB mapped, peak heap %zu MiB", op,
+                    (uintmax_t)(s.bytes_mapped >> 20), peak);
+    }
+  }
+  cr_assert_leq(span.hi - span.lo, (size_t)4 << 30,
+                "handed-out addresses span %ju MiB",
+                (uintmax_t)((span.hi - span.lo) >> 20));
+  assert_invariants();
+}
+
+/* Under ulimit -v 2 GiB: reservations stay a sixteenth of the budget, and
+ * after everything is freed and released the library holds no megablock
+ * memory at all, so the rest of the process can have the address space. */
+Test(footprint, under_a_2_gib_address_space_limit_release_leaves_room) {
+  struct rlimit lim = {(rlim_t)2 << 30, (rlim_t)2 << 30};
+  cr_assert_eq(setrlimit(RLIMIT_AS, &lim), 0);
+  static char *live[128];
+  for (int i = 0; i < 128; i++) { /* 1 GiB in 8 MiB gets */
+    live[i] = osmem_get_mblocks(8);
+    cr_assert_not_null(live[i], "get %d: %s", i, strerror(errno));
+  }
+  struct osmem_stats s = stats_now();
+  cr_assert_leq(s.bytes_reserved_unused, ((size_t)2 << 30) / 16,
+                "an unused tail of %ju MiB", (uintmax_t)(s.bytes_reserved_unused >> 20));
+  for (int i = 0; i < 128; i++) cr_assert_eq(osmem_free_mblocks(live[i], 8), 0);
+  osmem_release_free_memory();
+  s = stats_now();
+  cr_assert_eq(s.bytes_mapped, 0, "%ju MiB still held",
+               (uintmax_t)(s.bytes_mapped >> 20));
+  void *big = malloc((size_t)1 << 30);
+  cr_assert_not_null(big, "malloc of 1 GiB after the release");
+  free(big);
+  assert_invariants();
+}
