@@ -62,6 +62,21 @@ static inline int is_mblock_aligned(const void *p) {
 #endif
 #endif
 
+/* AddressSanitizer maps terabytes of shadow memory: under an address-space
+ * limit (RLIMIT_AS) it cannot run, so tests that set one skip under it. */
+#if defined(__SANITIZE_ADDRESS__)
+#define TEST_UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TEST_UNDER_ASAN 1
+#endif
+#endif
+static inline void skip_rlimit_as_under_asan(void) {
+#ifdef TEST_UNDER_ASAN
+  cr_skip_test("RLIMIT_AS cannot be lowered under AddressSanitizer");
+#endif
+}
+
 /* n megablocks, or fewer where n would pass TEST_MEMORY_BUDGET. */
 static inline size_t mblocks_in_budget(size_t n) {
   size_t max = TEST_MEMORY_BUDGET / OSMEM_MBLOCK_SIZE;

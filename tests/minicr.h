@@ -92,6 +92,15 @@ minicr_skip(const char *fmt, ...) {
 #define cr_assert_str_eq(a, b, ...) cr_assert(strcmp((a), (b)) == 0, __VA_ARGS__)
 #define cr_assert_fail(...) minicr_fail(__FILE__, __LINE__, "fail", " " __VA_ARGS__)
 #define cr_skip_test(...) minicr_skip(" " __VA_ARGS__)
+/* Criterion's cr_expect_* go on after a failure; here they stop the test at
+ * once, which fails it all the same. */
+#define cr_expect(cond, ...) cr_assert(cond, __VA_ARGS__)
+#define cr_expect_not(cond, ...) cr_assert_not(cond, __VA_ARGS__)
+#define cr_expect_eq(a, b, ...) cr_assert_eq(a, b, __VA_ARGS__)
+#define cr_expect_neq(a, b, ...) cr_assert_neq(a, b, __VA_ARGS__)
+#define cr_expect_null(p, ...) cr_assert_null(p, __VA_ARGS__)
+#define cr_expect_not_null(p, ...) cr_assert_not_null(p, __VA_ARGS__)
+#define cr_expect_str_eq(a, b, ...) cr_assert_str_eq(a, b, __VA_ARGS__)
 
 static int minicr_run_one(const struct minicr_test *t) {
   minicr_current = t;

@@ -155,6 +155,7 @@ static void os_limit(size_t headroom) {
   size_t now = __builtin_wasm_memory_size(0);
   refuse_grows(now + headroom / WASM_PAGE, SIZE_MAX);
 #else
+  skip_rlimit_as_under_asan();
   size_t vm = process_memory();
   if (vm == 0) cr_skip_test("/proc/self/statm unreadable");
   cr_assert_eq(getrlimit(RLIMIT_AS, &saved_as), 0);

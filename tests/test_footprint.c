@@ -109,6 +109,7 @@ Test(footprint, random_workload_with_releases_stays_within_the_bound) {
  * after everything is freed and released the library holds no megablock
  * memory at all, so the rest of the process can have the address space. */
 Test(footprint, under_a_2_gib_address_space_limit_release_leaves_room) {
+  skip_rlimit_as_under_asan();
   struct rlimit lim = {(rlim_t)2 << 30, (rlim_t)2 << 30};
   cr_assert_eq(setrlimit(RLIMIT_AS, &lim), 0);
   static char *live[128];

@@ -288,6 +288,7 @@ Test(reservations, a_kernel_that_ignores_hints_cannot_make_it_loop) {
 }
 
 Test(reservations, rlimit_as_shrinks_the_reservation) {
+  skip_rlimit_as_under_asan();
   struct rlimit lim;
   cr_assert_eq(getrlimit(RLIMIT_AS, &lim), 0);
   /* Room for about 512 MiB more than this process maps now. */
