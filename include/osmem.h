@@ -409,20 +409,23 @@ OSMEM_EXTERN int osmem_teardown(void);
 OSMEM_EXTERN int osmem_bind_to_node(void *p, size_t size, unsigned node);
 
 /*
- * osmem_get_mblocks_on_node: like osmem_get_mblocks, for `node`. Pooled
- * megablocks remember their node: where the process may use more than one
- * node, this get is served only from `node`'s pool (megablocks got for that
- * node and freed), else from fresh memory; a plain osmem_get_mblocks may use
- * any pool, and a free returns every megablock to the pool it came from. The
- * range is bound to `node` (as osmem_bind_to_node, with the current policy)
- * before it is returned: fresh megablocks are untouched, so their pages are
- * placed on that node when first touched.
+ * osmem_get_mblocks_on_node: like osmem_get_mblocks, for `node`, bound with
+ * the NUMA policy in force (osmem_set_numa_policy). Where the kernel has
+ * NUMA, memory for each (node, policy) pair comes from reservations of its
+ * own, each bound to the node as a whole (one mbind) when it is made and
+ * before anything in it is touched: pages are placed on the node when first
+ * touched, and a get makes no system call of its own, so that gets never
+ * split the kernel's mappings (which would end at vm.max_map_count).
+ * Megablocks freed go back to the pool of their (node, policy) and only
+ * gets for the same pair reuse them; a plain osmem_get_mblocks may use any
+ * pool. Without NUMA in the kernel (or without NUMA support) node 0 is
+ * served like a plain get and nothing is bound.
  * Returns NULL with errno EINVAL for n == 0 or a node as in
  * osmem_bind_to_node (nothing is allocated then), ENOMEM as for
- * osmem_get_mblocks, or the error of a failed bind (the megablocks are then
- * freed again: in the thread cache or their pool, as any free). A bind
- * refused with ENOMEM calls the out-of-memory handler first, as any ENOMEM.
- * Complexity: as osmem_get_mblocks, plus one mbind system call.
+ * osmem_get_mblocks, or the error of binding a new reservation (it is given
+ * back: nothing changes). A bind refused with ENOMEM calls the
+ * out-of-memory handler first, as any ENOMEM.
+ * Complexity: as osmem_get_mblocks, plus one mbind per new reservation.
  */
 OSMEM_EXTERN void *osmem_get_mblocks_on_node(size_t n, unsigned node);
 
@@ -486,7 +489,8 @@ enum osmem_numa_policy {
 };
 
 /* Sets the policy osmem_bind_to_node and osmem_get_mblocks_on_node use from
- * now on (default OSMEM_NUMA_STRICT). Returns 0, or EINVAL for an unknown
+ * now on (default OSMEM_NUMA_STRICT); megablocks got for a node before keep
+ * the policy they were bound with. Returns 0, or EINVAL for an unknown
  * policy (nothing changed). Thread-safe. */
 OSMEM_EXTERN int osmem_set_numa_policy(enum osmem_numa_policy policy);
 

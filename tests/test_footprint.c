@@ -7,6 +7,7 @@
  * wasm memory is never given back.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,5 +129,38 @@ Test(footprint, under_a_2_gib_address_space_limit_release_leaves_room) {
   void *big = malloc((size_t)1 << 30);
   cr_assert_not_null(big, "malloc of 1 GiB after the release");
   free(big);
+  assert_invariants();
+}
+
+/* The kernel's mappings of this process (lines of /proc/self/maps). */
+static size_t mapping_count(void) {
+  FILE *f = fopen("/proc/self/maps", "r");
+  cr_assert_not_null(f);
+  size_t lines = 0;
+  for (int c; (c = fgetc(f)) != EOF;) lines += c == '\n';
+  fclose(f);
+  return lines;
+}
+
+/* Node gets come from the node's own reservations, bound whole when made:
+ * alternating them with plain gets must not split a mapping per get (which
+ * ends in ENOMEM at vm.max_map_count, 65,530 by default, after about 32,000
+ * node gets). The megablocks are never touched: this is address space. */
+Test(footprint, alternating_node_and_plain_gets_do_not_split_mappings) {
+  enum { PAIRS = 50000 };
+  size_t before = mapping_count();
+  for (int i = 0; i < PAIRS; i++) {
+    cr_assert_not_null(osmem_get_mblocks_on_node(1, 0), "node get %d: %s", i,
+                       strerror(errno));
+    cr_assert_not_null(osmem_get_mblocks(1), "plain get %d", i);
+  }
+  size_t after = mapping_count();
+  struct osmem_stats s = stats_now();
+  cr_assert_eq(s.mblocks_in_use, 2 * PAIRS);
+  cr_assert_leq(after - before, 64,
+                "%zu mappings more after %d node and %d plain gets "
+                "(%ju reservations, %ju mbind calls)",
+                after - before, PAIRS, PAIRS, (uintmax_t)s.reservations,
+                (uintmax_t)s.os_mbind);
   assert_invariants();
 }

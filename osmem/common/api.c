@@ -38,14 +38,13 @@ void osmem__ensure_init(void) {
   osmem__os_lock();
   if (!atomic_load_explicit(&osmem__g.ready, memory_order_relaxed)) {
     osmem__os_init(&osmem__g.caps);
-    osmem__g.next_reserve = OSMEM__RESERVE_FIRST;
     osmem__g.decommit_threshold = OSMEM__DEFAULT_DECOMMIT_THRESHOLD;
     osmem__g.decommit_mode = decommit_mode_from_env();
     osmem__g.decommit_delay_ns =
         (uint64_t)OSMEM__DEFAULT_DECOMMIT_DELAY_MS * 1000000u;
     atomic_store_explicit(&osmem__g.cache_cap, OSMEM__CACHE_DEFAULT,
                           memory_order_relaxed);
-    osmem__g.classes = osmem__os_numa_nodes() > 1;
+    osmem__g.classes = osmem__os_numa_available();
     atomic_store_explicit(&osmem__g.ready, true, memory_order_release);
   }
   osmem__os_unlock();
@@ -65,15 +64,15 @@ static void *fail_oom(size_t n) {
   return NULL;
 }
 
-/* Gets n megablocks of class cls (plain: any pool) and applies the NUMA
- * placement asked for: bound to node cls - 1, or, for fresh plain
- * megablocks, interleaved when the runtime asked for it. A failed bind
- * gives the megablocks back (to the thread cache or their pool) and fails
- * the get with that error, after the OOM handler when it is ENOMEM.
- * Interleaving is a wish about placement, not part of a plain get's
- * contract (EINVAL or ENOMEM only): when the kernel refuses it the
- * megablocks are handed out with the default policy. */
-void *osmem__get(size_t n, unsigned cls, bool plain, int node) {
+/* Gets n megablocks of class cls (plain: any pool). Megablocks of node k
+ * (class k + 1) come from node k's pool or its own reservations, which are
+ * bound to the node as a whole when made (fresh.c), so a get binds nothing;
+ * a failed bind of a new reservation fails the get with that error, after
+ * the OOM handler when it is ENOMEM. Fresh plain megablocks are interleaved
+ * when the runtime asked for it; that is a wish about placement, not part
+ * of a plain get's contract (EINVAL or ENOMEM only): when the kernel
+ * refuses it the megablocks are handed out with the default policy. */
+void *osmem__get(size_t n, unsigned cls, bool plain) {
   if (n == 0) {
     errno = EINVAL;
     return NULL;
@@ -92,27 +91,23 @@ void *osmem__get(size_t n, unsigned cls, bool plain, int node) {
     err = osmem__get_locked(n, cls, plain, &mblock, &fresh);
     /* Megablocks in thread caches are free memory too: before failing,
      * coalesce them into the pool and try again. */
-    if (err && osmem__caches_drain_locked() > 0)
+    if (err == ENOMEM && osmem__caches_drain_locked() > 0)
       err = osmem__get_locked(n, cls, plain, &mblock, &fresh);
     if (!err && n == 1 && plain) osmem__cache_refill_locked();
     osmem__os_unlock();
-    if (err) return fail_oom(n);
-  }
-  int policy = atomic_load_explicit(&g->numa_policy, memory_order_relaxed);
-  bool interleave = plain && fresh && g->numa_interleave;
-  void *p = (void *)(mblock << OSMEM_MBLOCK_SHIFT);
-  size_t bytes = n << OSMEM_MBLOCK_SHIFT;
-  if (interleave) (void)osmem__os_interleave(p, bytes);
-  if (node >= 0 && (err = osmem__os_bind(p, bytes, (unsigned)node, policy))) {
-    osmem_free_mblocks(p, n);
     if (err == ENOMEM) return fail_oom(n);
-    errno = err;
-    return NULL;
+    if (err) { /* binding a node's new reservation failed */
+      errno = err;
+      return NULL;
+    }
   }
+  void *p = (void *)(mblock << OSMEM_MBLOCK_SHIFT);
+  if (plain && fresh && g->numa_interleave)
+    (void)osmem__os_interleave(p, n << OSMEM_MBLOCK_SHIFT);
   return p;
 }
 
-void *osmem_get_mblocks(size_t n) { return osmem__get(n, 0, true, -1); }
+void *osmem_get_mblocks(size_t n) { return osmem__get(n, 0, true); }
 
 /* ------------------------------------------------------------------ free */
 
@@ -331,7 +326,7 @@ void osmem_stats(struct osmem_stats *out) {
       .mblocks_pooled_resident = resident,
       .pool_ranges = ranges,
       .bytes_mapped = g->bytes_mapped,
-      .bytes_reserved_unused = g->carve_end - g->carve,
+      .bytes_reserved_unused = osmem__fresh_unused(),
       .reservations = g->reservations,
       .os_maps = load(&c->maps),
       .os_unmaps = load(&c->unmaps),
@@ -360,10 +355,10 @@ int osmem__check_invariants(void) {
   osmem__os_lock();
   osmem__pools_sum(&pooled, &resident, &ranges);
   int err = osmem__pools_check();
-  if (!err && g->carve > g->carve_end) err = 21;
+  if (!err && g->carve.lo > g->carve.hi) err = 21;
   if (!err && g->peak < g->in_use) err = 22;
   if (!err && (g->in_use + pooled) << OSMEM_MBLOCK_SHIFT !=
-                  g->bytes_mapped - (g->carve_end - g->carve))
+                  g->bytes_mapped - osmem__fresh_unused())
     err = 23;
   osmem__os_unlock();
   return err;

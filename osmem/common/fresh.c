@@ -26,15 +26,21 @@ static size_t pow2_at_least(size_t x) {
   return p;
 }
 
-/* The size of the next reservation for a request of `need` bytes: the
- * doubling counter, but never more than twice the heap (megablocks out of
- * the pool, rounded up to a power of two) and never more than a sixteenth
- * of the address-space budget the OS sets (RLIMIT_AS, RLIMIT_DATA), so
- * that what the library maps follows the heap, not the time it has run. */
-static size_t reserve_size(size_t need, size_t smallest) {
+struct osmem__carve *osmem__carve_of(unsigned cls) {
+  return cls == 0 ? &osmem__g.carve : osmem__g.node_carves[cls - 1];
+}
+
+/* The size of the next reservation of carve c for a request of `need`
+ * bytes: its doubling counter, but never more than twice the heap
+ * (megablocks out of the pool, rounded up to a power of two) and never
+ * more than a sixteenth of the address-space budget the OS sets
+ * (RLIMIT_AS, RLIMIT_DATA), so that what the library maps follows the
+ * heap, not the time it has run. */
+static size_t reserve_size(const struct osmem__carve *c, size_t need,
+                           size_t smallest) {
   struct osmem__state *g = &osmem__g;
   if (!g->caps.cheap_reserve) return need;
-  size_t size = g->next_reserve;
+  size_t size = c->next ? c->next : OSMEM__RESERVE_FIRST;
   size_t heap_cap = 2 * pow2_at_least(g->in_use << OSMEM_MBLOCK_SHIFT);
   if (size > heap_cap) size = heap_cap;
   size_t budget = osmem__os_address_budget() / 16;
@@ -42,14 +48,16 @@ static size_t reserve_size(size_t need, size_t smallest) {
   return size > smallest ? size : smallest;
 }
 
-/* Maps a reservation of at least `need` bytes, halving the size down to the
- * smallest that fits when the OS says no (strict overcommit, RLIMIT_AS). */
-static int map_reservation(size_t need, uintptr_t *base, size_t *size_out) {
+/* Maps a reservation of at least `need` bytes for carve c, halving the size
+ * down to the smallest that fits when the OS says no (strict overcommit,
+ * RLIMIT_AS). */
+static int map_reservation(const struct osmem__carve *c, size_t need,
+                           uintptr_t *base, size_t *size_out) {
   bool grain = osmem__g.caps.cheap_reserve; /* else exactly what is needed */
   if (grain && need > SIZE_MAX - OSMEM__RESERVE_GRAIN) return ENOMEM;
   size_t smallest = grain ? round_up(need, OSMEM__RESERVE_GRAIN) : need;
-  size_t size = reserve_size(need, smallest);
-  uintptr_t low = osmem__g.carve;
+  size_t size = reserve_size(c, need, smallest);
+  uintptr_t low = c->lo;
   for (;;) {
     void *hint = low > size ? (void *)(low - size) : NULL;
     void *p;
@@ -66,38 +74,31 @@ static int map_reservation(size_t need, uintptr_t *base, size_t *size_out) {
   }
 }
 
-/* Makes [base, base + size) the current reservation. */
-static void adopt_reservation(uintptr_t base, size_t size) {
+/* Makes [base, base + size) carve c's current reservation, of class cls;
+ * its old unused tail, if not adjacent, goes to `owner`, the class's pool. */
+static void adopt_reservation(struct osmem__carve *c, unsigned cls,
+                              struct osmem__pool *owner, uintptr_t base,
+                              size_t size) {
   struct osmem__state *g = &osmem__g;
-  /* The addresses may have held another node's megablocks before a release
-   * unmapped them: fresh memory is bound to no node until carved. */
+  /* The addresses may have held another class's megablocks before a
+   * release unmapped them. */
   if (g->classes)
     osmem__heapmap_set_class(base >> OSMEM_MBLOCK_SHIFT,
-                             size >> OSMEM_MBLOCK_SHIFT, 0);
+                             size >> OSMEM_MBLOCK_SHIFT, cls);
   g->bytes_mapped += size;
   g->reservations++;
-  if (g->caps.cheap_reserve && size >= g->next_reserve)
-    g->next_reserve = size >= OSMEM__RESERVE_CAP / 2 ? OSMEM__RESERVE_CAP
-                                                     : size * 2;
-  if (base + size == g->carve) { /* just below the old tail: extend it */
-    g->carve = base;
+  size_t next = c->next ? c->next : OSMEM__RESERVE_FIRST;
+  if (g->caps.cheap_reserve && size >= next)
+    c->next = size >= OSMEM__RESERVE_CAP / 2 ? OSMEM__RESERVE_CAP : size * 2;
+  if (base + size == c->lo) { /* just below the old tail: extend it */
+    c->lo = base;
     return;
   }
-  if (g->carve_end > g->carve) /* keep the old tail, in the pool */
-    osmem__pool_insert(&g->pool, g->carve >> OSMEM_MBLOCK_SHIFT,
-                       (g->carve_end - g->carve) >> OSMEM_MBLOCK_SHIFT);
-  g->carve = base;
-  g->carve_end = base + size;
-}
-
-/* Sets aside the pool nodes a fresh take needs: `nodes` in the owner's
- * pool, and one in class 0 for the old tail a new reservation may leave. */
-static int reserve_nodes(struct osmem__pool *owner, size_t nodes) {
-  struct osmem__pool *tail = &osmem__g.pool;
-  if (owner != tail &&
-      osmem__pool_reserve_nodes(tail, tail->handed_out + 1) != 0)
-    return ENOMEM;
-  return osmem__pool_reserve_nodes(owner, nodes);
+  if (c->hi > c->lo) /* keep the old tail, in the pool */
+    osmem__pool_insert(owner, c->lo >> OSMEM_MBLOCK_SHIFT,
+                       (c->hi - c->lo) >> OSMEM_MBLOCK_SHIFT);
+  c->lo = base;
+  c->hi = base + size;
 }
 
 /* Where memory cannot be given back, everything a reservation needs besides
@@ -108,64 +109,98 @@ static int set_aside_first(size_t need, struct osmem__pool *owner,
                            size_t nodes) {
   if (!osmem__os_may_reserve(need, OSMEM_MBLOCK_SIZE) ||
       osmem__heapmap_prepare(0, OSMEM__MBLOCK_LIMIT, osmem__g.classes) != 0 ||
-      reserve_nodes(owner, nodes) != 0 ||
+      osmem__pool_reserve_nodes(owner, nodes) != 0 ||
       !osmem__os_may_reserve(need, OSMEM_MBLOCK_SIZE))
     return ENOMEM;
   return 0;
 }
 
-/* Maps a new reservation for `need` bytes and makes it current. The pool
- * nodes the get needs are set aside once the OS has said yes, so a refused
- * get maps no bookkeeping; if they cannot be had, the reservation is given
- * back and nothing has changed. Where memory cannot be given back (wasm), the
- * nodes are set aside first instead, once the request is known to fit, so
- * that a request past the end of the address space grows nothing. */
-static int new_reservation(size_t need, struct osmem__pool *owner,
-                           size_t nodes) {
+/* A node's reservation is bound to the node as a whole, once, before
+ * anything in it is touched: every megablock carved from it is placed
+ * there, and the kernel keeps it one mapping however many gets it serves
+ * (binding each get's range would split it, up to vm.max_map_count). */
+static int bind_reservation(unsigned cls, uintptr_t base, size_t size) {
+  if (cls == 0) return 0;
+  return osmem__os_bind((void *)base, size, osmem__class_node(cls),
+                        osmem__class_policy(cls));
+}
+
+/* Maps a new reservation of class cls for `need` bytes and makes it
+ * current. The pool nodes the get needs are set aside once the OS has said
+ * yes, so a refused get maps no bookkeeping; if they cannot be had, or a
+ * node's reservation cannot be bound, the reservation is given back and
+ * nothing has changed. Where memory cannot be given back (wasm), the nodes
+ * are set aside first instead, once the request is known to fit, so that a
+ * request past the end of the address space grows nothing. */
+static int new_reservation(struct osmem__carve *c, unsigned cls, size_t need,
+                           struct osmem__pool *owner, size_t nodes) {
   struct osmem__state *g = &osmem__g;
   if (!g->caps.can_unmap && set_aside_first(need, owner, nodes) != 0)
     return ENOMEM;
   uintptr_t base;
   size_t size;
-  if (map_reservation(need, &base, &size) != 0) return ENOMEM;
+  if (map_reservation(c, need, &base, &size) != 0) return ENOMEM;
+  int err = 0;
   if (osmem__heapmap_prepare(base >> OSMEM_MBLOCK_SHIFT,
                              size >> OSMEM_MBLOCK_SHIFT, g->classes) != 0 ||
-      reserve_nodes(owner, nodes) != 0) {
-    /* Memory we cannot track must not be handed out. Where it cannot be
-     * given back either, it is lost address space, but state stays sound. */
+      osmem__pool_reserve_nodes(owner, nodes) != 0)
+    err = ENOMEM;
+  if (!err) err = bind_reservation(cls, base, size);
+  if (err) {
+    /* Memory we cannot track (or place) must not be handed out. Where it
+     * cannot be given back either, it is lost address space, but state
+     * stays sound. */
     osmem__os_discard((void *)base, size);
-    return ENOMEM;
+    return err;
   }
-  adopt_reservation(base, size);
+  adopt_reservation(c, cls, owner, base, size);
   return 0;
+}
+
+static size_t release_tail(struct osmem__carve *c) {
+  struct osmem__state *g = &osmem__g;
+  size_t tail = c->hi - c->lo;
+  if (!g->caps.can_unmap || tail == 0 || osmem__os_unmap((void *)c->lo, tail))
+    tail = 0;
+  if (tail) {
+    g->bytes_mapped -= tail;
+    c->lo = c->hi = 0; /* the next reservation goes where the OS likes: the
+                          lowest free place it has */
+  }
+  /* The counter starts again from the heap as it is now. */
+  c->next = pow2_at_least(g->in_use << OSMEM_MBLOCK_SHIFT);
+  return tail;
 }
 
 size_t osmem__fresh_release_locked(void) {
   struct osmem__state *g = &osmem__g;
-  size_t tail = g->carve_end - g->carve;
-  if (g->caps.can_unmap && tail &&
-      osmem__os_unmap((void *)g->carve, tail) == 0) {
-    g->bytes_mapped -= tail;
-    g->carve = g->carve_end = 0; /* the next reservation goes where the OS
-                                    likes: the lowest free place it has */
-  } else {
-    tail = 0;
-  }
-  /* The counter starts again from the heap as it is now. */
-  g->next_reserve = pow2_at_least(g->in_use << OSMEM_MBLOCK_SHIFT);
-  return tail;
+  size_t bytes = release_tail(&g->carve);
+  for (unsigned i = 0; i < g->pool_class_count; i++)
+    bytes += release_tail(osmem__carve_of(g->pool_classes[i]));
+  return bytes;
 }
 
-int osmem__fresh_take(size_t n, struct osmem__pool *owner, size_t nodes,
-                      uintptr_t *mblock) {
+size_t osmem__fresh_unused(void) {
   struct osmem__state *g = &osmem__g;
+  size_t bytes = g->carve.hi - g->carve.lo;
+  for (unsigned i = 0; i < g->pool_class_count; i++) {
+    const struct osmem__carve *c = osmem__carve_of(g->pool_classes[i]);
+    bytes += c->hi - c->lo;
+  }
+  return bytes;
+}
+
+int osmem__fresh_take(size_t n, unsigned cls, struct osmem__pool *owner,
+                      size_t nodes, uintptr_t *mblock) {
+  struct osmem__carve *c = osmem__carve_of(cls);
   size_t need = n << OSMEM_MBLOCK_SHIFT;
-  if (g->carve_end - g->carve < need) {
-    if (new_reservation(need, owner, nodes) != 0) return ENOMEM;
-  } else if (reserve_nodes(owner, nodes) != 0) {
+  if (c->hi - c->lo < need) {
+    int err = new_reservation(c, cls, need, owner, nodes);
+    if (err) return err;
+  } else if (osmem__pool_reserve_nodes(owner, nodes) != 0) {
     return ENOMEM;
   }
-  g->carve_end -= need;
-  *mblock = g->carve_end >> OSMEM_MBLOCK_SHIFT;
+  c->hi -= need;
+  *mblock = c->hi >> OSMEM_MBLOCK_SHIFT;
   return 0;
 }

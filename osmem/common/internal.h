@@ -36,6 +36,31 @@
 
 struct osmem__cache;
 
+/* Classes of memory: 0 is bound to no node; 1 + node + policy *
+ * OSMEM__MAX_NODES is bound to `node` with `policy` (enum
+ * osmem_numa_policy). Each class has its own pool and its own reservations,
+ * bound as a whole when made, so that a megablock carries the binding of
+ * the get that first had it and a get never binds (nor splits a mapping). */
+#define OSMEM__POLICIES 3
+#define OSMEM__NODE_CLASSES (OSMEM__MAX_NODES * OSMEM__POLICIES)
+static inline unsigned osmem__node_class(unsigned node, int policy) {
+  return 1 + node + (unsigned)policy * OSMEM__MAX_NODES;
+}
+static inline unsigned osmem__class_node(unsigned cls) {
+  return (cls - 1) % OSMEM__MAX_NODES;
+}
+static inline int osmem__class_policy(unsigned cls) {
+  return (int)((cls - 1) / OSMEM__MAX_NODES);
+}
+
+/* Fresh memory of one class (fresh.c): the not yet handed out part [lo, hi)
+ * of its newest reservation, handed out from the top down, and the size its
+ * next reservation may grow to (0: the first size). */
+struct osmem__carve {
+  uintptr_t lo, hi;
+  size_t next;
+};
+
 /* A caller's reservation (reservations.c). */
 struct osmem__span {
   uintptr_t base;
@@ -48,16 +73,16 @@ struct osmem__state {
   /* Pools by class (pools.c): class 0 is memory bound to no node, class
    * k + 1 memory bound to node k; node pools are made on first use. */
   struct osmem__pool pool;
-  struct osmem__pool *node_pools[OSMEM__MAX_NODES];
-  uint16_t pool_classes[OSMEM__MAX_NODES]; /* classes made, in order */
+  struct osmem__pool *node_pools[OSMEM__NODE_CLASSES];
+  struct osmem__carve *node_carves[OSMEM__NODE_CLASSES]; /* beside the pool */
+  uint16_t pool_classes[OSMEM__NODE_CLASSES]; /* classes made, in order */
   unsigned pool_class_count;
-  bool classes;                   /* more than one node: keep classes */
+  bool classes;                   /* the kernel has NUMA: keep classes */
   atomic_int numa_policy;         /* enum osmem_numa_policy */
   atomic_bool numa_interleave;    /* interleave fresh plain gets */
-  /* Fresh memory: the not yet handed out part [carve, carve_end) of the
-   * newest reservation, handed out from the top down. */
-  uintptr_t carve, carve_end;     /* byte addresses */
-  size_t next_reserve;            /* bytes of the next reservation */
+  /* Fresh memory bound to no node (class 0); each node's is beside its
+   * pool, in node_carves. */
+  struct osmem__carve carve;
   size_t decommit_threshold;      /* bytes */
   enum osmem_decommit_mode decommit_mode;
   uint64_t decommit_delay_ns;     /* lazy mode: how long the excess waits */
@@ -83,28 +108,37 @@ OSMEM_HIDDEN extern struct osmem__state osmem__g;
 /* Initialises on first use; cheap afterwards. */
 OSMEM_HIDDEN void osmem__ensure_init(void);
 
-/* Takes n megablocks of never-used memory (n * OSMEM_MBLOCK_SIZE is known to
- * fit a size_t) from the current reservation, making a new one when it is too
- * small, and makes sure `nodes` pool nodes are set aside in `owner` (and one
- * in class 0 for a reservation's old tail). Lock held. 0, or ENOMEM with
- * nothing changed. */
-OSMEM_HIDDEN int osmem__fresh_take(size_t n, struct osmem__pool *owner,
-                                   size_t nodes, uintptr_t *mblock);
+/* Takes n megablocks of never-used memory of class cls (n *
+ * OSMEM_MBLOCK_SIZE is known to fit a size_t) from the class's current
+ * reservation, making a new one when it is too small (a node's is bound to
+ * the node as a whole), and makes sure `nodes` pool nodes are set aside in
+ * `owner`, the class's pool (one more than the megablocks out, for the old
+ * tail a new reservation may leave). Lock held. 0, or ENOMEM (or the
+ * error of binding a node's new reservation) with nothing changed. */
+OSMEM_HIDDEN int osmem__fresh_take(size_t n, unsigned cls,
+                                   struct osmem__pool *owner, size_t nodes,
+                                   uintptr_t *mblock);
+/* The fresh memory of a class (its node pool must exist). */
+OSMEM_HIDDEN struct osmem__carve *osmem__carve_of(unsigned cls);
+/* Bytes reserved and not handed out yet, all classes. Lock held. */
+OSMEM_HIDDEN size_t osmem__fresh_unused(void);
 
 /* Unmaps the unused part of the current reservation (a release) and lets
  * reservations grow from the heap's size again; bytes unmapped. Lock held. */
 OSMEM_HIDDEN size_t osmem__fresh_release_locked(void);
 
-/* Gets n megablocks of class cls (plain: any pool), bound to node (>= 0) or
- * interleaved (plain, fresh, when asked for). NULL with errno on failure. */
-OSMEM_HIDDEN void *osmem__get(size_t n, unsigned cls, bool plain, int node);
+/* Gets n megablocks of class cls (plain: any pool; class k + 1: node k's,
+ * placed there by its reservation's binding), interleaved when plain, fresh
+ * and asked for. NULL with errno on failure. */
+OSMEM_HIDDEN void *osmem__get(size_t n, unsigned cls, bool plain);
 
 /* pools.c; all with the lock held. */
 /* The pool of a class; made (zeroed bookkeeping) when create is true and it
  * does not exist yet. NULL if it cannot be. */
 OSMEM_HIDDEN struct osmem__pool *osmem__class_pool(unsigned cls, bool create);
-/* Hands out n megablocks of class cls (a plain get may use any pool). 0 or
- * ENOMEM, state unchanged. *fresh: never handed out before. */
+/* Hands out n megablocks of class cls (a plain get may use any pool). 0,
+ * ENOMEM, or the error of binding a node's new reservation, state
+ * unchanged. *fresh: never handed out before. */
 OSMEM_HIDDEN int osmem__get_locked(size_t n, unsigned cls, bool plain,
                                    uintptr_t *mblock, bool *fresh);
 /* Takes up to `most` megablocks (at least one) of class 0 from the low end

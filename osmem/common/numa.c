@@ -92,7 +92,9 @@ void *osmem_get_mblocks_on_node(size_t n, unsigned node) {
     errno = EINVAL;
     return NULL;
   }
-  /* With one node there are no classes: pooled memory is all that node's. */
-  unsigned cls = osmem__g.classes ? node + 1 : 0;
-  return osmem__get(n, cls, false, (int)node);
+  /* Without NUMA in the kernel there are no classes: binding does nothing,
+   * and pooled memory is all node 0's. */
+  int policy = atomic_load_explicit(&osmem__g.numa_policy, memory_order_relaxed);
+  unsigned cls = osmem__g.classes ? osmem__node_class(node, policy) : 0;
+  return osmem__get(n, cls, false);
 }

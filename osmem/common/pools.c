@@ -26,13 +26,20 @@
 struct osmem__pool *osmem__class_pool(unsigned cls, bool create) {
   struct osmem__state *g = &osmem__g;
   if (cls == 0) return &g->pool;
-  if (cls > OSMEM__MAX_NODES) return NULL;
+  if (cls > OSMEM__NODE_CLASSES) return NULL;
   struct osmem__pool **slot = &g->node_pools[cls - 1];
   if (!*slot && create) {
+    /* The node's fresh memory lives beside its pool. */
+    struct node_class {
+      struct osmem__pool pool;
+      struct osmem__carve carve;
+    };
     void *mem;
-    if (osmem__meta_alloc(sizeof(struct osmem__pool), &mem) != 0)
+    if (osmem__meta_alloc(sizeof(struct node_class), &mem) != 0)
       return NULL;
-    *slot = mem;
+    struct node_class *made = mem;
+    *slot = &made->pool;
+    g->node_carves[cls - 1] = &made->carve;
     g->pool_classes[g->pool_class_count++] = cls;
   }
   return *slot;
@@ -113,8 +120,10 @@ int osmem__get_locked(size_t n, unsigned cls, bool plain, uintptr_t *mblock,
   if (from) {
     pool = from; /* the megablocks keep the class they had */
   } else {
-    size_t nodes = pool->handed_out + n + (pool == &g->pool);
-    if (osmem__fresh_take(n, pool, nodes, mblock) != 0) return ENOMEM;
+    /* One node more, for the old tail a new reservation may leave. */
+    size_t nodes = pool->handed_out + n + 1;
+    err = osmem__fresh_take(n, cls, pool, nodes, mblock);
+    if (err) return err;
     if (g->classes) osmem__heapmap_set_class(*mblock, n, cls);
   }
   osmem__heapmap_set(*mblock, n);
@@ -138,11 +147,11 @@ bool osmem__take_unbound_locked(size_t most, struct osmem__range *out) {
 bool osmem__take_fresh_locked(size_t most, struct osmem__range *out) {
   struct osmem__state *g = &osmem__g;
   struct osmem__pool *pool = &g->pool;
-  size_t room = (g->carve_end - g->carve) >> OSMEM_MBLOCK_SHIFT;
+  size_t room = (g->carve.hi - g->carve.lo) >> OSMEM_MBLOCK_SHIFT;
   size_t n = room < most ? room : most;
   /* Plain fresh gets are interleaved when asked for: not from a cache. */
   if (n == 0 || g->numa_interleave ||
-      osmem__fresh_take(n, pool, pool->handed_out + n + 1, &out->start) != 0)
+      osmem__fresh_take(n, 0, pool, pool->handed_out + n + 1, &out->start) != 0)
     return false;
   if (g->classes) osmem__heapmap_set_class(out->start, n, 0);
   out->len = n;

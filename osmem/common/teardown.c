@@ -47,6 +47,7 @@ static void reset_state_locked(void) {
   osmem__caches_forget_counts_locked();
   for (unsigned i = 0; i < g->pool_class_count; i++) {
     g->node_pools[g->pool_classes[i] - 1] = NULL;
+    g->node_carves[g->pool_classes[i] - 1] = NULL;
     g->pool_classes[i] = 0;
   }
   struct osmem__state fresh = {0}; /* ready false: the next call inits */
@@ -60,7 +61,6 @@ static void reset_state_locked(void) {
 }
 
 static int give_everything_back_locked(void) {
-  struct osmem__state *g = &osmem__g;
   int first_err = 0;
   osmem__release_locked();
   osmem__os_retry_discards();
@@ -68,9 +68,9 @@ static int give_everything_back_locked(void) {
   osmem__pools_sum(&still_pooled, &resident, &ranges);
   if (still_pooled) first_err = ENOMEM; /* the OS refused an unmap */
   osmem__heapmap_each_out(unmap_run, &first_err);
-  if (g->carve_end > g->carve)
-    keep_first(&first_err,
-               osmem__os_unmap((void *)g->carve, g->carve_end - g->carve));
+  osmem__fresh_release_locked();
+  if (osmem__fresh_unused() != 0)
+    keep_first(&first_err, ENOMEM); /* a tail the OS would not unmap */
   keep_first(&first_err, osmem__reservations_release_all_locked());
   osmem__heapmap_forget();
   keep_first(&first_err, osmem__meta_release_all());

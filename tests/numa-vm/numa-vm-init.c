@@ -529,6 +529,43 @@ static void check_spill(void) {
         s.chunks * SPILL_CHUNK_MB, s.node0, s.node1);
 }
 
+static size_t mapping_count(void) {
+  FILE *f = fopen("/proc/self/maps", "r");
+  if (!f) return 0;
+  size_t lines = 0;
+  for (int c; (c = fgetc(f)) != EOF;) lines += c == '\n';
+  fclose(f);
+  return lines;
+}
+
+/* Node gets come from reservations bound whole: gets alternating between
+ * the nodes and plain ones must not split a mapping each (the kernel would
+ * refuse at vm.max_map_count). Address space only: nothing is touched. */
+static void check_mappings_not_split(void) {
+  enum { ROUNDS = 20000 };
+  static void *got[3 * ROUNDS];
+  size_t before = mapping_count(), n = 0;
+  for (unsigned i = 0; i < ROUNDS; i++) {
+    if (!(got[n++] = osmem_get_mblocks_on_node(1, i % 2)) ||
+        !(got[n++] = osmem_get_mblocks(1))) {
+      fail("gets_keep_mappings_whole", "get %u failed: %s", i, strerror(errno));
+      n--;
+      break;
+    }
+  }
+  size_t after = mapping_count();
+  struct osmem_stats s = stats_now();
+  check(after - before <= 64, "gets_keep_mappings_whole",
+        "%zu mappings more after %d node gets (both nodes) and %d plain gets; "
+        "%llu mbind calls", after - before, ROUNDS, ROUNDS,
+        (unsigned long long)s.os_mbind);
+  printf("INFO two.mappings: %zu before, %zu after %d node and %d plain gets, "
+         "%llu mbind calls\n", before, after, ROUNDS, ROUNDS,
+         (unsigned long long)s.os_mbind);
+  for (size_t i = 0; i < n; i++) osmem_free_mblocks(got[i], 1);
+  osmem_release_free_memory();
+}
+
 static void checks_two(void) {
   check_nodes(2, 0x3);
   void *p1 = get_placed("get_on_node1", 8, 1);
@@ -544,6 +581,7 @@ static void checks_two(void) {
   check_pool_apart();
   check_policies();
   osmem_release_free_memory();
+  check_mappings_not_split();
   check_spill();
 }
 
