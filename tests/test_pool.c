@@ -517,12 +517,28 @@ static int madv_free_errno; /* MADV_FREE fails with this when non-zero */
  * it: that is how the spy tells them apart. */
 static bool is_meta(int flags) { return !(flags & MAP_NORESERVE); }
 
+/* A reservation placed anywhere comes back megablock aligned, as Linux
+ * places large anonymous mappings (on THP boundaries) but Valgrind, or
+ * another kernel, need not: the counts below are about the library's
+ * calls, not about where the OS puts things. */
+static void *aligned_anywhere(size_t len, int prot, int flags, int fd,
+                              off_t off) {
+  char *raw = mmap(NULL, len + MB, prot, flags, fd, off);
+  if (raw == MAP_FAILED) return MAP_FAILED;
+  char *first = (char *)(((uintptr_t)raw + MB - 1) & ~(uintptr_t)(MB - 1));
+  if (first > raw) munmap(raw, (size_t)(first - raw));
+  munmap(first + len, (size_t)(raw + MB - first));
+  return first;
+}
+
 static void *spy_mmap(void *addr, size_t len, int prot, int flags, int fd,
                       off_t off) {
   void *ret;
   if (is_meta(flags) && meta_allowed == 0) {
     errno = ENOMEM;
     ret = MAP_FAILED;
+  } else if (!is_meta(flags) && addr == NULL) {
+    ret = aligned_anywhere(len, prot, flags, fd, off);
   } else {
     if (is_meta(flags) && meta_allowed > 0) meta_allowed--;
     ret = mmap(addr, len, prot, flags, fd, off);

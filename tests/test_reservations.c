@@ -283,7 +283,8 @@ Test(reservations, a_kernel_that_ignores_hints_cannot_make_it_loop) {
   char *r = osmem_reserve(64 * MB, 0, (void *)((uintptr_t)0x4200000000), NULL);
   cr_assert_not_null(r);
   cr_assert(is_mblock_aligned(r));
-  cr_assert_leq(mmap_calls, 3, "hint, exact, over-allocate: then done");
+  cr_assert_leq(mmap_calls, 4,
+                "the table's page; hint, exact, over-allocate: then done");
   osmem__posix_sys_reset();
 }
 
@@ -467,7 +468,9 @@ Test(teardown, leaves_no_mapping_behind) {
   cr_assert_eq(osmem_teardown(), 0);
   cr_assert_eq(span_count, 0, "%zu mappings (%zu bytes) left", span_count,
                spans_bytes());
-  for (size_t i = 0; i < live_count; i++)
+  /* Under Valgrind its own allocator may take the addresses at once. */
+  bool valgrind = getenv("OSMEM_TEST_UNDER_VALGRIND") != NULL;
+  for (size_t i = 0; i < live_count && !valgrind; i++)
     cr_assert(!any_mapped(live[i].lo, live[i].hi - live[i].lo),
               "%#lx-%#lx still mapped", (unsigned long)live[i].lo,
               (unsigned long)live[i].hi);
