@@ -119,8 +119,10 @@ int osmem__os_reserve(size_t size, size_t align, void *hint,
 
 int osmem__os_commit(void *p, size_t size) {
   if (osmem__posix_mprotect(p, size, PROT_READ | PROT_WRITE) == 0) return 0;
-  /* ENOMEM: the commit limit (strict overcommit) or a mapping count. */
-  return errno == ENOMEM || errno == EAGAIN ? ENOMEM : errno;
+  /* The range is known to be ours and whole, so a refusal is for want of
+   * memory: the commit limit (strict overcommit) or the mapping count.
+   * Whatever errno the kernel chose, the contract says ENOMEM. */
+  return ENOMEM;
 }
 
 int osmem__os_set_executable(void *p, size_t size, bool exec) {
