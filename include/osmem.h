@@ -392,10 +392,11 @@ OSMEM_EXTERN int osmem_teardown(void);
 
 /*
  * osmem_bind_to_node: bind the pages of [p, p + size) to NUMA node `node`
- * (mbind with MPOL_BIND and MPOL_MF_MOVE): pages touched later are placed on
- * that node, and pages already present are migrated there where the kernel
- * can (pages shared with another process stay). Bind before the first touch
- * to avoid migration. p must be page aligned; size is rounded up to pages.
+ * with the policy in force (osmem_set_numa_policy; by default mbind with
+ * MPOL_BIND and MPOL_MF_MOVE): pages touched later are placed on that node,
+ * and pages already present are migrated there where the kernel can (pages
+ * shared with another process stay; OSMEM_NUMA_STRICT_NO_MOVE migrates
+ * nothing). Bind before the first touch to avoid migration. p must be page aligned; size is rounded up to pages.
  * Returns 0, or:
  *   EINVAL  p is NULL or not page aligned, size is 0, p + size overflows, or
  *           node is not a node this process may allocate on (see

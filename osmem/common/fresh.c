@@ -30,6 +30,18 @@ struct osmem__carve *osmem__carve_of(unsigned cls) {
   return cls == 0 ? &osmem__g.carve : osmem__g.node_carves[cls - 1];
 }
 
+/* The i-th carve that exists: class 0's, then each node class made
+ * (i <= pool_class_count). */
+static struct osmem__carve *carve_at(unsigned i) {
+  return i == 0 ? &osmem__g.carve
+                : osmem__carve_of(osmem__g.pool_classes[i - 1]);
+}
+
+/* The size carve c's next reservation may grow to (0 stands for the first). */
+static size_t next_size(const struct osmem__carve *c) {
+  return c->next ? c->next : OSMEM__RESERVE_FIRST;
+}
+
 /* The size of the next reservation of carve c for a request of `need`
  * bytes: its doubling counter, but never more than twice the heap
  * (megablocks out of the pool, rounded up to a power of two) and never
@@ -40,7 +52,7 @@ static size_t reserve_size(const struct osmem__carve *c, size_t need,
                            size_t smallest) {
   struct osmem__state *g = &osmem__g;
   if (!g->caps.cheap_reserve) return need;
-  size_t size = c->next ? c->next : OSMEM__RESERVE_FIRST;
+  size_t size = next_size(c);
   size_t heap_cap = 2 * pow2_at_least(g->in_use << OSMEM_MBLOCK_SHIFT);
   if (size > heap_cap) size = heap_cap;
   size_t budget = osmem__os_address_budget() / 16;
@@ -87,8 +99,7 @@ static void adopt_reservation(struct osmem__carve *c, unsigned cls,
                              size >> OSMEM_MBLOCK_SHIFT, cls);
   g->bytes_mapped += size;
   g->reservations++;
-  size_t next = c->next ? c->next : OSMEM__RESERVE_FIRST;
-  if (g->caps.cheap_reserve && size >= next)
+  if (g->caps.cheap_reserve && size >= next_size(c))
     c->next = size >= OSMEM__RESERVE_CAP / 2 ? OSMEM__RESERVE_CAP : size * 2;
   if (base + size == c->lo) { /* just below the old tail: extend it */
     c->lo = base;
@@ -173,20 +184,16 @@ static size_t release_tail(struct osmem__carve *c) {
 }
 
 size_t osmem__fresh_release_locked(void) {
-  struct osmem__state *g = &osmem__g;
-  size_t bytes = release_tail(&g->carve);
-  for (unsigned i = 0; i < g->pool_class_count; i++)
-    bytes += release_tail(osmem__carve_of(g->pool_classes[i]));
+  size_t bytes = 0;
+  for (unsigned i = 0; i <= osmem__g.pool_class_count; i++)
+    bytes += release_tail(carve_at(i));
   return bytes;
 }
 
 size_t osmem__fresh_unused(void) {
-  struct osmem__state *g = &osmem__g;
-  size_t bytes = g->carve.hi - g->carve.lo;
-  for (unsigned i = 0; i < g->pool_class_count; i++) {
-    const struct osmem__carve *c = osmem__carve_of(g->pool_classes[i]);
-    bytes += c->hi - c->lo;
-  }
+  size_t bytes = 0;
+  for (unsigned i = 0; i <= osmem__g.pool_class_count; i++)
+    bytes += carve_at(i)->hi - carve_at(i)->lo;
   return bytes;
 }
 

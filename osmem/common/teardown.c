@@ -50,11 +50,10 @@ static void reset_state_locked(void) {
     g->node_carves[g->pool_classes[i] - 1] = NULL;
     g->pool_classes[i] = 0;
   }
-  struct osmem__state fresh = {0}; /* ready false: the next call inits */
-  memcpy(g, &fresh, offsetof(struct osmem__state, node_pools));
-  char *rest = (char *)&g->pool_class_count;
-  memcpy(rest, (char *)&fresh + offsetof(struct osmem__state, pool_class_count),
-         sizeof *g - offsetof(struct osmem__state, pool_class_count));
+  /* Zero around the tables (ready false: the next call initialises). */
+  size_t tail = offsetof(struct osmem__state, pool_class_count);
+  memset(g, 0, offsetof(struct osmem__state, node_pools));
+  memset((char *)g + tail, 0, sizeof *g - tail);
   g->caches = caches;
   g->idle_caches = idle;
   memset(&osmem__os_count, 0, sizeof osmem__os_count);
