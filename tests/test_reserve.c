@@ -19,6 +19,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "child-check.h"
+
 #include "../osmem/common/internal.h"
 #include "../osmem/posix/sys.h"
 
@@ -552,19 +554,8 @@ Test(retry, every_size_refused_fails_with_state_unchanged) {
 
 /* The sweep forks a child per k (library state starts fresh in each; the
  * parent never touches the library). Children report through shared
- * memory and their exit status, never through Criterion. */
-struct sweep_report {
-  int line;
-};
-static struct sweep_report *report;
-
-#define SCHECK(c)                \
-  do {                           \
-    if (!(c)) {                  \
-      report->line = __LINE__;   \
-      _exit(2);                  \
-    }                            \
-  } while (0)
+ * memory and their exit status, never through Criterion (child-check.h). */
+#define SCHECK CHILD_CHECK
 
 struct run {
   char *p;
@@ -672,15 +663,13 @@ static int run_child(enum target t, long k, bool hostile) {
 }
 
 static void sweep(enum target t, bool hostile, long min_calls) {
-  report = mmap(NULL, sizeof *report, PROT_READ | PROT_WRITE,
-                MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  cr_assert_neq(report, MAP_FAILED);
+  child_report_map();
   long k;
   for (k = 0; k < 500; k++) {
-    report->line = 0;
+    child_report->line = 0;
     int code = run_child(t, k, hostile);
     cr_assert_neq(code, 2, "%s call %ld failing: check at line %d failed",
-                  t == FAIL_MMAP ? "mmap" : "munmap", k, report->line);
+                  t == FAIL_MMAP ? "mmap" : "munmap", k, child_report->line);
     cr_assert(code == 0 || code == 1, "k=%ld: exit status %d", k, code);
     if (code == 1) break;
   }

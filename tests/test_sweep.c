@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "helpers.h"
+#include "child-check.h"
 
 #include "../osmem/posix/sys.h"
 
@@ -139,19 +140,7 @@ static void install(void) {
 
 /* ------------------------------------------------------------ the script */
 
-struct report {
-  int line;
-  long points[CALLS];
-};
-static struct report *report;
-
-#define CHECK(c)                 \
-  do {                           \
-    if (!(c)) {                  \
-      report->line = __LINE__;   \
-      _exit(2);                  \
-    }                            \
-  } while (0)
+#define CHECK CHILD_CHECK /* child-check.h */
 
 struct run {
   unsigned char *p;
@@ -262,7 +251,7 @@ static void works_again(void) {
 /* ---------------------------------------------------------------- driver */
 
 /* 0: the fault fired and all was well; 1: call k never came; 2: a check
- * failed (report->line). */
+ * failed (child_report->line). */
 static int run_child(enum call c, long k, int err, bool from_k_on,
                      bool hostile) {
   pid_t pid = fork();
@@ -286,19 +275,17 @@ static int run_child(enum call c, long k, int err, bool from_k_on,
 }
 
 static void sweep_call(enum call c, bool hostile) {
-  report = mmap(NULL, sizeof *report, PROT_READ | PROT_WRITE,
-                MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  cr_assert_neq(report, MAP_FAILED);
+  child_report_map();
   long points = 0, calls = 0;
   for (int e = 0; e < 5 && call_errs[c][e]; e++)
     for (int mode = 0; mode < 2; mode++) {
       long k;
       for (k = 0; k < 400; k++) {
-        report->line = 0;
+        child_report->line = 0;
         int code = run_child(c, k, call_errs[c][e], mode == 1, hostile);
         cr_assert_neq(code, 2, "%s call %ld failing (%s, %s): check at line %d",
                       call_name[c], k, strerror(call_errs[c][e]),
-                      mode ? "from then on" : "once", report->line);
+                      mode ? "from then on" : "once", child_report->line);
         cr_assert(code == 0 || code == 1, "exit status %d", code);
         if (code == 1) break;
         points++;
@@ -310,7 +297,7 @@ static void sweep_call(enum call c, bool hostile) {
          "each errno, once and from then on)\n",
          call_name[c], hostile ? " (hostile placement)" : "", points, calls);
   fflush(stdout);
-  munmap(report, sizeof *report);
+  munmap(child_report, sizeof *child_report);
 }
 
 /* The script makes each kind of call at least this often, on any Linux
