@@ -11,11 +11,7 @@ src=$(pwd)
 # clang and its sanitizer runtimes (libclang-rt-dev), when missing.
 if ! command -v clang >/dev/null 2>&1 ||
    [ ! -f "$(clang -print-file-name=libclang_rt.asan-x86_64.a 2>/dev/null)" ]; then
-  if command -v apt-get >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ]; then as_root=; else as_root=sudo; fi
-    $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-      --no-install-recommends clang libclang-rt-dev >/dev/null
-  fi
+  sh tools/apt-install.sh clang libclang-rt-dev
 fi
 [ -x configure ] || autoreconf -fi
 flags="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g -O1"

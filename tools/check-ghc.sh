@@ -9,16 +9,10 @@ set -eu
 cd "$(dirname "$0")/.."
 src=$(pwd)
 
-if [ "$(id -u)" = 0 ]; then as_root=; else as_root=sudo; fi
-if command -v apt-get >/dev/null 2>&1; then
-  pkgs="ghc libnuma-dev libgmp-dev libffi-dev qemu-system-x86 cpio"
-  command -v autoreconf >/dev/null 2>&1 || pkgs="$pkgs autoconf automake libtool pkg-config"
-  $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-    --no-install-recommends $pkgs >/dev/null ||
-    { $as_root apt-get update -q >/dev/null &&
-      $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-        --no-install-recommends $pkgs >/dev/null; }
-fi
+pkgs="ghc libnuma-dev libgmp-dev libffi-dev qemu-system-x86 cpio"
+command -v autoreconf >/dev/null 2>&1 || pkgs="$pkgs autoconf automake libtool pkg-config"
+# shellcheck disable=SC2086 # a package list
+sh tools/apt-install.sh $pkgs
 command -v ghc >/dev/null 2>&1 || { echo "ghc: not found"; exit 1; }
 
 [ -x configure ] || autoreconf -fi

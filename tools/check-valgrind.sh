@@ -9,11 +9,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 src=$(pwd)
-if ! command -v valgrind >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ]; then as_root=; else as_root=sudo; fi
-  $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-    --no-install-recommends valgrind >/dev/null
-fi
+command -v valgrind >/dev/null 2>&1 || sh tools/apt-install.sh valgrind
 [ -x configure ] || autoreconf -fi
 mkdir -p build-valgrind
 cd build-valgrind

@@ -9,21 +9,12 @@ set -eu
 cd "$(dirname "$0")/.."
 src=$(pwd)
 
-if [ "$(id -u)" = 0 ]; then as_root=; else as_root=sudo; fi
-if command -v apt-get >/dev/null 2>&1; then
-  pkgs="clang-19 lld-19 llvm-19 wasi-libc libclang-rt-19-dev-wasm32"
-  command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
-  command -v autoreconf >/dev/null 2>&1 || pkgs="$pkgs autoconf automake libtool pkg-config"
-  $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-    --no-install-recommends $pkgs ||
-    { $as_root apt-get update -q &&
-      $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-        --no-install-recommends $pkgs; }
-fi
-if ! python3 -m pip --version >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
-  $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-    --no-install-recommends python3-pip
-fi
+pkgs="clang-19 lld-19 llvm-19 wasi-libc libclang-rt-19-dev-wasm32"
+command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
+command -v autoreconf >/dev/null 2>&1 || pkgs="$pkgs autoconf automake libtool pkg-config"
+python3 -m pip --version >/dev/null 2>&1 || pkgs="$pkgs python3-pip"
+# shellcheck disable=SC2086 # a package list
+sh tools/apt-install.sh $pkgs
 if ! command -v wasmtime >/dev/null 2>&1 && ! python3 -c 'import wasmtime' 2>/dev/null; then
   python3 -m pip install -q wasmtime ||
     python3 -m pip install -q --break-system-packages wasmtime

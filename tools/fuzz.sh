@@ -14,11 +14,8 @@ seconds=${FUZZ_SECONDS:-60}
 CLANG=${CLANG:-clang}
 if ! command -v "$CLANG" >/dev/null 2>&1 ||
    [ ! -f "$("$CLANG" -print-file-name=libclang_rt.fuzzer-x86_64.a 2>/dev/null)" ]; then
-  if command -v apt-get >/dev/null 2>&1; then # libFuzzer is in libclang-rt-dev
-    if [ "$(id -u)" = 0 ]; then as_root=; else as_root=sudo; fi
-    $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-      --no-install-recommends clang libclang-rt-dev >/dev/null || true
-  fi
+  # libFuzzer is in libclang-rt-dev
+  sh "$here/tools/apt-install.sh" clang libclang-rt-dev || true
 fi
 command -v "$CLANG" >/dev/null 2>&1 || { echo "fuzz: SKIP: no clang"; exit 77; }
 out=$top_builddir/tests/fuzz
