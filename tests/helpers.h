@@ -14,6 +14,7 @@
 
 /* Internal, hidden in the shared library; tests link the static one. */
 int osmem__check_invariants(void);
+void osmem__forget_everything(void);
 
 static inline struct osmem_stats stats_now(void) {
   struct osmem_stats s;

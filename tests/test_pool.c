@@ -19,7 +19,7 @@
 #include <string.h>
 
 #include "../osmem/common/internal.h"
-#include "../osmem/common/pool.h"
+#include "../osmem/common/range_tree.h"
 #ifdef __wasi__
 #include "../osmem/wasm/sys.h"
 #else

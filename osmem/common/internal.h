@@ -13,7 +13,7 @@
 #include "../backend.h"
 #include "osmem.h"
 #include "meta.h"
-#include "pool.h"
+#include "range_tree.h"
 
 /* Reservations start at this size and double up to the cap (a quarter of a
  * 32-bit address space, 64 GiB on 64-bit). Multiples of 2 MiB so that the
@@ -70,7 +70,7 @@ struct osmem__span {
 struct osmem__state {
   atomic_bool ready;              /* set once init is done; read lock-free */
   struct osmem__os_caps caps;
-  /* Pools by class (pools.c): class 0 is memory bound to no node, class
+  /* Pools by class (class_pools.c): class 0 is memory bound to no node, class
    * k + 1 memory bound to node k; node pools are made on first use. */
   struct osmem__pool pool;
   struct osmem__pool *node_pools[OSMEM__NODE_CLASSES];
@@ -132,7 +132,7 @@ OSMEM_HIDDEN size_t osmem__fresh_release_locked(void);
  * and asked for. NULL with errno on failure. */
 OSMEM_HIDDEN void *osmem__get(size_t n, unsigned cls, bool plain);
 
-/* pools.c; all with the lock held. */
+/* class_pools.c; all with the lock held. */
 /* The pool of a class; made (zeroed bookkeeping) when create is true and it
  * does not exist yet. NULL if it cannot be. */
 OSMEM_HIDDEN struct osmem__pool *osmem__class_pool(unsigned cls, bool create);
@@ -199,5 +199,10 @@ OSMEM_HIDDEN void osmem__api_reset_locked(void);
 
 /* For tests: checks the pool and counters agree. 0 or the broken invariant. */
 OSMEM_HIDDEN int osmem__check_invariants(void);
+
+/* For tests that cannot start a fresh process for each case (the wasm
+ * fault sweep): the library forgets everything it holds, as if the process
+ * had just started, and gives nothing back (teardown.c). */
+OSMEM_HIDDEN void osmem__forget_everything(void);
 
 #endif /* OSMEM_COMMON_INTERNAL_H */

@@ -74,3 +74,8 @@ int osmem__meta_release_all(void) {
   }
   return first_err;
 }
+
+void osmem__meta_forget(void) {
+  first_page.used = 0;
+  pages = NULL;
+}

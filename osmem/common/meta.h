@@ -13,4 +13,7 @@ OSMEM_HIDDEN int osmem__meta_alloc(size_t size, void **out);
 /* Unmaps every recorded piece (teardown); 0 or the first error. */
 OSMEM_HIDDEN int osmem__meta_release_all(void);
 
+/* Drops the records without giving anything back (osmem__forget_everything). */
+OSMEM_HIDDEN void osmem__meta_forget(void);
+
 #endif /* OSMEM_COMMON_META_H */

@@ -1,7 +1,7 @@
 /*
  * The public NUMA calls: which nodes may be used, placement policy, and
  * binding. The backend knows the topology and binds; the pools by node live
- * in pools.c.
+ * in class_pools.c.
  */
 #include <config.h>
 

@@ -91,3 +91,14 @@ int osmem_teardown(void) {
   osmem__os_unlock();
   return err;
 }
+
+void osmem__forget_everything(void) {
+  osmem__ensure_init();
+  osmem__os_lock();
+  osmem__caches_drain_locked();
+  osmem__heapmap_forget();
+  osmem__meta_forget();
+  reset_state_locked();
+  osmem__api_reset_locked();
+  osmem__os_unlock();
+}

@@ -30,6 +30,18 @@
 
 static uint64_t brk_base, brk_cur, brk_end; /* the break and its room */
 static uint64_t meta_cur, meta_end;         /* room for bookkeeping */
+uint64_t osmem__wasm_room_bytes;
+
+void osmem__wasm_rooms_save(struct osmem__wasm_rooms *out) {
+  *out = (struct osmem__wasm_rooms){brk_base, brk_cur,  brk_end,
+                                    meta_cur, meta_end, osmem__wasm_room_bytes};
+}
+
+void osmem__wasm_rooms_restore(const struct osmem__wasm_rooms *in) {
+  brk_base = in->brk_base, brk_cur = in->brk_cur, brk_end = in->brk_end;
+  meta_cur = in->meta_cur, meta_end = in->meta_end;
+  osmem__wasm_room_bytes = in->room_bytes;
+}
 
 static uint64_t page_round(uint64_t x) {
   return (x + OSMEM__WASM_PAGE - 1) & ~(uint64_t)(OSMEM__WASM_PAGE - 1);
@@ -55,6 +67,7 @@ static void meta_offer(uint64_t lo, uint64_t hi) {
 void osmem__wasm_break_offer(uint64_t lo, uint64_t hi) {
   if (hi <= lo) return;
   break_init();
+  osmem__wasm_room_bytes += hi - lo;
 #ifdef OSMEM_WASM_SBRK
   if (lo == brk_end) { /* right above the break's room: the room grows */
     brk_end = hi;
@@ -74,6 +87,7 @@ static bool break_grow(size_t bytes) {
   uint64_t want = page_round(at_end ? bytes - room : bytes);
   uint64_t old = osmem__wasm_grow(want);
   if (old == UINT64_MAX) return false;
+  osmem__wasm_room_bytes += want;
   if (old == brk_end) {
     brk_end += want;
   } else { /* the caller settles what was left of the old room */
@@ -117,6 +131,7 @@ int osmem__os_meta_alloc(size_t size, void **out) {
     uint64_t want = page_round((uint64_t)size + 16);
     uint64_t old = osmem__wasm_grow(want);
     if (old == UINT64_MAX) return ENOMEM;
+    osmem__wasm_room_bytes += want;
     meta_offer(old, old + want);
   }
   return ENOMEM;

@@ -42,4 +42,18 @@ OSMEM_HIDDEN uintptr_t osmem__wasm_break_take(size_t bytes);
 /* Bytes of room left above the break (for tests and statistics). */
 OSMEM_HIDDEN size_t osmem__wasm_break_room(void);
 
+/* Bytes of grown memory that went to the break's room or the bookkeeping
+ * room, counted where they enter it: with the megablocks the library holds
+ * (bytes_mapped), everything the library ever grew. Lock held. */
+OSMEM_HIDDEN extern uint64_t osmem__wasm_room_bytes;
+
+/* For the fault sweep, which runs every case in one process: the break and
+ * the bookkeeping room, saved, and put back (a zeroed state is the one a
+ * fresh process starts with). */
+struct osmem__wasm_rooms {
+  uint64_t brk_base, brk_cur, brk_end, meta_cur, meta_end, room_bytes;
+};
+OSMEM_HIDDEN void osmem__wasm_rooms_save(struct osmem__wasm_rooms *out);
+OSMEM_HIDDEN void osmem__wasm_rooms_restore(const struct osmem__wasm_rooms *in);
+
 #endif /* OSMEM_WASM_SYS_H */

@@ -542,8 +542,8 @@ static size_t mapping_count(void) {
  * the nodes and plain ones must not split a mapping each (the kernel would
  * refuse at vm.max_map_count). Address space only: nothing is touched. */
 static void check_mappings_not_split(void) {
-  enum { ROUNDS = 20000 };
-  static void *got[3 * ROUNDS];
+  enum { ROUNDS = 50000 }; /* 100,000 gets */
+  static void *got[2 * ROUNDS];
   size_t before = mapping_count(), n = 0;
   for (unsigned i = 0; i < ROUNDS; i++) {
     if (!(got[n++] = osmem_get_mblocks_on_node(1, i % 2)) ||
@@ -566,6 +566,43 @@ static void check_mappings_not_split(void) {
   osmem_release_free_memory();
 }
 
+/* Address space follows the heap on real nodes too: cycles of a 200 MiB
+ * heap got on both nodes in turn, freed and released, keep what is mapped
+ * within four times the heap plus 64 MiB, and give all of it back each
+ * time (tests/test_footprint.c holds the same bound natively). Nothing is
+ * touched: this is address space. */
+static void check_footprint_cycles(void) {
+  enum { CYCLES = 300, GETS = 50, EACH = 4 };
+  static void *got[GETS];
+  uint64_t most = 0, left = 0;
+  int bad = -1;
+  for (int c = 0; c < CYCLES && bad < 0; c++) {
+    for (int i = 0; i < GETS; i++)
+      if (!(got[i] = osmem_get_mblocks_on_node(EACH, (unsigned)(i + c) % 2))) {
+        bad = c;
+        for (int j = 0; j < i; j++) osmem_free_mblocks(got[j], EACH);
+        break;
+      }
+    if (bad >= 0) break;
+    struct osmem_stats s = stats_now();
+    if (s.bytes_mapped > most) most = s.bytes_mapped;
+    for (int i = 0; i < GETS; i++) osmem_free_mblocks(got[i], EACH);
+    osmem_release_free_memory();
+    s = stats_now();
+    if (s.bytes_mapped > left) left = s.bytes_mapped;
+  }
+  uint64_t bound = 4 * (uint64_t)GETS * EACH * MB + 64 * MB;
+  check(bad < 0 && most <= bound && left == 0, "footprint_follows_the_heap",
+        "%d cycles of a 200 MiB heap on both nodes: most mapped %llu MiB "
+        "(bound %llu), most left after a release %llu MiB%s",
+        CYCLES, (unsigned long long)(most >> 20),
+        (unsigned long long)(bound >> 20), (unsigned long long)(left >> 20),
+        bad >= 0 ? ", a get failed" : "");
+  printf("INFO two.footprint: %d cycles of 200 MiB on both nodes, most "
+         "mapped %llu MiB, left after release %llu MiB\n", CYCLES,
+         (unsigned long long)(most >> 20), (unsigned long long)(left >> 20));
+}
+
 static void checks_two(void) {
   check_nodes(2, 0x3);
   void *p1 = get_placed("get_on_node1", 8, 1);
@@ -582,6 +619,7 @@ static void checks_two(void) {
   check_policies();
   osmem_release_free_memory();
   check_mappings_not_split();
+  check_footprint_cycles();
   check_spill();
 }
 

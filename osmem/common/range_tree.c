@@ -1,8 +1,8 @@
 /* The free-range pool: an address-ordered AVL tree augmented with the longest
- * range of each subtree. See pool.h for the contract. */
+ * range of each subtree. See range_tree.h for the contract. */
 #include <config.h>
 
-#include "pool.h"
+#include "range_tree.h"
 
 #include <errno.h>
 

@@ -11,8 +11,8 @@
  * Units: megablock numbers (address >> OSMEM_MBLOCK_SHIFT) and counts.
  * Not thread-safe: the caller holds the pool lock.
  */
-#ifndef OSMEM_COMMON_POOL_H
-#define OSMEM_COMMON_POOL_H
+#ifndef OSMEM_COMMON_RANGE_TREE_H
+#define OSMEM_COMMON_RANGE_TREE_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -88,4 +88,4 @@ OSMEM_HIDDEN void osmem__pool_each(struct osmem__pool *pool,
  * first broken invariant. For tests; O(F). */
 OSMEM_HIDDEN int osmem__pool_check(const struct osmem__pool *pool);
 
-#endif /* OSMEM_COMMON_POOL_H */
+#endif /* OSMEM_COMMON_RANGE_TREE_H */
