@@ -159,9 +159,12 @@ OSMEM_EXTERN bool osmem_is_heap(const void *p);
  * every free at once (and turns thread caches off); SIZE_MAX never
  * decommits. Lowering it decommits at once what now exceeds it.
  *
- * What is decommitted is always memory the free just returned: a free
- * decommits at most the megablocks it frees, and each byte is decommitted at
- * most once between being freed and being handed out again. Getting
+ * What is decommitted: once the pooled memory that may be resident passes
+ * the threshold, resident pooled megablocks are decommitted, highest
+ * addresses first (gets take the lowest), down to an eighth below the
+ * threshold, so that decommits come in batches. Each byte is decommitted at
+ * most once between being freed and being handed out again, so a free's
+ * decommit work is paid for by what earlier frees returned. Getting
  * decommitted megablocks back makes no system call.
  * Returns the previous threshold. Complexity: O(F + pooled / 64) when
  * lowered, else O(1).
@@ -235,8 +238,9 @@ OSMEM_EXTERN unsigned osmem_set_decommit_delay(unsigned ms);
  * osmem_set_thread_cache: the most megablocks each thread's cache may hold,
  * from now on (caches over it shrink on their next free). Default 16; 0
  * turns caching off; values above 64 are taken as 64. A decommit threshold
- * of 0 also turns caching off.
- * Returns the previous capacity.
+ * of 0 also turns caching off (without changing the capacity asked for).
+ * Returns the capacity asked for before this call (after the cap of 64),
+ * even while a threshold of 0 keeps caching off.
  */
 OSMEM_EXTERN size_t osmem_set_thread_cache(size_t mblocks);
 
@@ -301,9 +305,11 @@ OSMEM_EXTERN size_t osmem_flush_thread_cache(void);
  *
  * Returns the reservation's base, or NULL with errno:
  *   EINVAL  len == 0, or min_len > len.
- *   ENOMEM  not even min_len bytes could be reserved, or the library could
- *           not map the page of bookkeeping it keeps per 256 reservations.
- *   ENOSYS  wasm (see above).
+ *   ENOMEM  not even min_len bytes could be reserved (min_len above
+ *           OSMEM_RESERVE_MAX is refused without a system call), or the
+ *           library could not map the page of bookkeeping it keeps per 256
+ *           reservations.
+ *   ENOSYS  wasm (see above); bad arguments are EINVAL first there too.
  * The out-of-memory handler is not called: a refused reservation is an
  * answer, not an emergency. Counted in osmem_stats (user_reservations,
  * bytes_user_reserved, os_maps, os_unmaps). Complexity: the system calls
@@ -348,6 +354,7 @@ OSMEM_EXTERN int osmem_decommit(void *p, size_t size);
  * included). base must be what osmem_reserve returned.
  * Returns 0, or EINVAL (not the base of a live reservation: nothing
  * changed), or the OS's error (the reservation then stays, whole).
+ * On wasm always EINVAL: there are no reservations.
  */
 OSMEM_EXTERN int osmem_unreserve(void *base);
 
@@ -378,8 +385,8 @@ OSMEM_EXTERN int osmem_set_executable(void *p, size_t size, bool exec);
  * it, during and after the call; threads that used it before may keep
  * running and use it again later (their thread caches are forgotten, not
  * touched).
- * Returns 0, or the first error of an unmap the OS refused (the library is
- * reset all the same; that mapping stays behind, untracked).
+ * Returns 0, or ENOMEM when the OS refused to unmap something (the library
+ * is reset all the same; that mapping stays behind, untracked).
  * On wasm, where memory cannot be given back, every megablock becomes free
  * (pooled) again, the bookkeeping is kept, and the statistics and settings
  * are kept; it returns 0.
@@ -406,6 +413,12 @@ OSMEM_EXTERN int osmem_teardown(void);
  *   EFAULT  part of the range is not mapped.
  *   other   any error mbind(2) reports (for example EIO, ENOMEM).
  * Complexity: one mbind system call.
+ * Windows cannot bind a range after the fact: there the committed pages of
+ * the range are committed again with VirtualAllocExNuma naming the node as
+ * preferred, so pages not yet touched go to the node when first touched
+ * (while it has free memory; every policy acts as OSMEM_NUMA_PREFERRED) and
+ * pages already present stay where they are; uncommitted pages are left
+ * alone. Counted as os_mbind, one call per region of the range.
  */
 OSMEM_EXTERN int osmem_bind_to_node(void *p, size_t size, unsigned node);
 
@@ -506,7 +519,8 @@ OSMEM_EXTERN int osmem_set_numa_interleave(bool on);
 /* ---------------------------------------------------------- machine facts */
 
 /* Physical memory this process can expect to use, in bytes: the lowest of
- * the machine's RAM, the memory limit of the process's cgroup (the lowest on
+ * the machine's RAM (in a 32-bit process, at most the 4 GiB its address
+ * space holds), the memory limit of the process's cgroup (the lowest on
  * the path from its cgroup up to the root of the mounted hierarchy: cgroup v2
  * memory.max or v1 memory.limit_in_bytes; on a hybrid system, the lowest of
  * both) and the RLIMIT_AS soft limit; on wasm, 4 GiB. 0 if none is known.
@@ -525,17 +539,21 @@ OSMEM_EXTERN uint64_t osmem_refresh_physical_memory(void);
 #define OSMEM_UNLIMITED UINT64_MAX
 
 /* Where osmem_physical_memory() came from. When two pieces are equal the
- * first of RAM, CGROUP, RLIMIT is named. */
+ * first of RAM, CGROUP, RLIMIT, JOB is named. RAM also names the 4 GiB of a
+ * 32-bit process's address space, where the machine has more. */
 enum osmem_memory_source {
   OSMEM_MEMORY_UNKNOWN = 0,
   OSMEM_MEMORY_RAM = 1,
   OSMEM_MEMORY_CGROUP = 2,
-  OSMEM_MEMORY_RLIMIT = 3
+  OSMEM_MEMORY_RLIMIT = 3,
+  /* Windows: the memory limit of the process's job object (job_max). */
+  OSMEM_MEMORY_JOB = 4
 };
 
 struct osmem_memory_info {
   uint64_t physical;    /* what osmem_physical_memory() returns */
-  uint64_t ram;         /* installed RAM; 0 if unknown */
+  uint64_t ram;         /* installed RAM, even where a 32-bit process can
+                           address less; 0 if unknown */
   uint64_t cgroup_max;  /* lowest hard limit up the cgroup tree, or
                            OSMEM_UNLIMITED */
   uint64_t cgroup_high; /* lowest cgroup v2 memory.high (throttling, not a
@@ -546,23 +564,30 @@ struct osmem_memory_info {
                                          1 or 2 (the one that gave
                                          cgroup_max) */
   enum osmem_memory_source source;    /* which piece `physical` is */
-  uint64_t reserved_for_abi[4];
+  uint64_t job_max;     /* Windows: the lower of the job object's process
+                           and job memory limits (JOB_OBJECT_LIMIT_PROCESS_
+                           MEMORY, _JOB_MEMORY; they cap committed memory),
+                           or OSMEM_UNLIMITED (no job, no limit, other
+                           systems) */
+  uint64_t reserved_for_abi[3];
 };
 
 /* Fills *out with the pieces behind osmem_physical_memory() (cached; see
  * osmem_refresh_physical_memory). Does nothing when out is NULL. */
 OSMEM_EXTERN void osmem_memory_info(struct osmem_memory_info *out);
 
-/* Installed RAM in bytes (MemTotal; GHC's getPhysicalMemorySize), 0 if
+/* Installed RAM in bytes (GHC's getPhysicalMemorySize; sysconf's
+ * _SC_PHYS_PAGES times the page size, sysctl on the BSDs and macOS), 0 if
  * unknown; 4 GiB on wasm. Unlike osmem_physical_memory, not lowered by
- * cgroup or rlimit limits, and read alone (one small file) on first use,
- * then cached (osmem_refresh_physical_memory does not re-read it). */
+ * cgroup or rlimit limits, nor to a 32-bit process's address space, and
+ * read alone (one call) on first use, then cached
+ * (osmem_refresh_physical_memory does not re-read it). */
 OSMEM_EXTERN uint64_t osmem_physical_ram(void);
 
 /* The OS page size in bytes (sysconf(_SC_PAGESIZE)). */
 OSMEM_EXTERN size_t osmem_page_size(void);
 
-/* The backend chosen at configure time: "posix" or "wasm". */
+/* The backend chosen at configure time: "posix", "wasm" or "windows". */
 OSMEM_EXTERN const char *osmem_backend(void);
 
 /* ------------------------------------------------------------ statistics */
@@ -579,7 +604,8 @@ struct osmem_stats {
   /* address space */
   uint64_t bytes_mapped;        /* mapped from the OS now, all uses */
   uint64_t bytes_reserved_unused; /* mapped, never handed out yet */
-  uint64_t reservations;        /* OS reservations made so far */
+  uint64_t reservations;        /* OS reservations made so far for
+                                   megablocks (not osmem_reserve's) */
   /* OS calls made so far, successful or not */
   uint64_t os_maps;             /* mmap (or memory.grow) */
   uint64_t os_unmaps;           /* munmap */

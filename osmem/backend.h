@@ -1,7 +1,7 @@
 /*
  * The one interface between the common code (osmem/common) and a backend
- * (osmem/posix or osmem/wasm). Exactly one backend is linked, chosen at
- * configure time. The backend knows nothing of the pool, the heap map or the
+ * (osmem/posix, osmem/wasm or osmem/windows). Exactly one backend is
+ * linked, chosen at configure time. The backend knows nothing of the pool, the heap map or the
  * public API; the common code knows nothing of mmap, libnuma or memory.grow.
  *
  * What every function may assume, unless it says otherwise:
@@ -19,7 +19,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#if defined(__GNUC__) || defined(__clang__)
+/* PE (Windows) has no visibility: a DLL exports what its .def file lists. */
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(_WIN32)
 #define OSMEM_HIDDEN __attribute__((visibility("hidden")))
 #else
 #define OSMEM_HIDDEN
@@ -32,18 +33,28 @@
 /* What the backend can do; the common code branches on these, never on the
  * name of the OS. */
 struct osmem__os_caps {
-  const char *name;       /* "posix" or "wasm" */
+  const char *name;       /* "posix", "wasm" or "windows" */
   size_t page_size;       /* power of two */
   bool can_unmap;         /* memory can be given back to the OS */
   bool can_decommit;      /* osmem__os_decommit really frees pages */
   bool cheap_reserve;     /* reserving address space ahead costs no memory */
 };
 
+/* A 64-bit atomic whose alignment is said by its type: i386 gcc before 11.1
+ * gave _Atomic 64-bit fields 4 bytes, later ones 8, and notes the change
+ * (-Wpsabi) in every file with such a field unless the type fixes it.
+ * _Alignas on a field is not enough, but an array field needs it as well. */
+#if defined(__GNUC__) || defined(__clang__)
+typedef atomic_uint_least64_t __attribute__((aligned(8))) osmem__atomic_u64;
+#else
+typedef atomic_uint_least64_t osmem__atomic_u64;
+#endif
+
 /* OS calls made, counted by the backend where it makes them. Relaxed atomics:
  * some calls (bind) run without the pool lock. */
 struct osmem__os_counters {
-  atomic_uint_least64_t maps, unmaps, madvise, mbind, mprotect;
-  atomic_uint_least64_t align_hint_hits, align_exact_hits, align_trims;
+  osmem__atomic_u64 maps, unmaps, madvise, mbind, mprotect;
+  osmem__atomic_u64 align_hint_hits, align_exact_hits, align_trims;
 };
 OSMEM_HIDDEN extern struct osmem__os_counters osmem__os_count;
 
@@ -124,8 +135,8 @@ OSMEM_HIDDEN int osmem__os_node_distance(unsigned from, unsigned to);
 
 /* The pieces of physical memory, read now (the common code caches them and
  * computes out->physical and out->source): out->ram (0 if unknown),
- * out->cgroup_max, out->cgroup_high, out->rlimit_as (OSMEM_UNLIMITED when
- * there is none) and out->cgroup_version. The caller has set every field to
+ * out->cgroup_max, out->cgroup_high, out->rlimit_as, out->job_max
+ * (OSMEM_UNLIMITED when there is none) and out->cgroup_version. The caller has set every field to
  * "unknown" beforehand; the other fields are left alone. Called with the
  * pool lock held; never fails, may read files, preserves errno. */
 struct osmem_memory_info;

@@ -3,15 +3,22 @@
 # public calls must all be there.
 set -u
 lib=$(ls "$top_builddir"/.libs/libosmem.so 2>/dev/null | head -n 1)
-if [ -z "$lib" ]; then
+# Windows: a DLL, whose exports its import library lists (a T thunk each).
+implib=$(ls "$top_builddir"/.libs/libosmem.dll.a 2>/dev/null | head -n 1)
+if [ -z "$lib" ] && [ -z "$implib" ]; then
   echo "SKIP: no shared libosmem built"; exit 77
 fi
 # Symbols the toolchain itself adds, never ours: sanitizer instrumentation
 # (gcc's ASan: __odr_asan.*, __asan_*, __ubsan_*, __tsan_*; clang: ___asan_*
 # globals), and 32-bit x86 PIC thunks (__x86.get_pc_thunk.*).
-toolchain='^(__odr_asan|___?asan_|__ubsan_|__tsan_|__sanitizer_|__x86\.get_pc_thunk\.)'
-exported=$($NM -D --defined-only "$lib" | awk '$2 ~ /^[TDBRVW]$/ {print $3}' |
-  grep -Ev "$toolchain" || true)
+# mingw-w64: .refptr.* (pseudo-relocation stubs for data references).
+toolchain='^(__odr_asan|___?asan_|__ubsan_|__tsan_|__sanitizer_|__x86\.get_pc_thunk\.|\.refptr\.)'
+if [ -n "$lib" ]; then
+  exported=$($NM -D --defined-only "$lib" | awk '$2 ~ /^[TDBRVW]$/ {print $3}' |
+    grep -Ev "$toolchain" || true)
+else
+  exported=$($NM "$implib" | awk '$2 == "T" {print $3}' | sort -u)
+fi
 bad=$(printf '%s\n' "$exported" | grep -v '^osmem_' || true)
 if [ -n "$bad" ]; then
   echo "FAIL: symbols outside the osmem_ prefix:"; printf '%s\n' "$bad"; exit 1

@@ -2,8 +2,9 @@
 #ifndef OSMEM_TESTS_HELPERS_H
 #define OSMEM_TESTS_HELPERS_H
 
-#if defined(__wasi__) || defined(OSMEM_TESTS_MINICR)
-/* Criterion cannot run on wasm, nor under ThreadSanitizer: same API, subset */
+#if defined(__wasi__) || defined(_WIN32) || defined(OSMEM_TESTS_MINICR)
+/* Criterion cannot run on wasm, nor under ThreadSanitizer, and is not built
+ * for Windows: same API, subset */
 #include "minicr.h"
 #else
 #include <criterion/criterion.h>
@@ -77,6 +78,31 @@ static inline void skip_rlimit_as_under_asan(void) {
   cr_skip_test("RLIMIT_AS cannot be lowered under AddressSanitizer");
 #endif
 }
+
+#if !defined(__wasi__) && !defined(_WIN32)
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+/* Lowers the RLIMIT_AS soft limit to cur, the old limits going to *old (for
+ * setrlimit afterwards), for a test that needs the OS to refuse. Skips
+ * where the limit cannot work: under ASan, and where it is not enforced, as
+ * under qemu-user, which accepts RLIMIT_AS and ignores it (it would limit
+ * the emulator itself). Enforced, a mapping of cur bytes more is refused. */
+static inline void lower_rlimit_as(rlim_t cur, struct rlimit *old) {
+  skip_rlimit_as_under_asan();
+  cr_assert_eq(getrlimit(RLIMIT_AS, old), 0);
+  struct rlimit rl = {cur, old->rlim_max};
+  cr_assert_eq(setrlimit(RLIMIT_AS, &rl), 0, "setrlimit: %s", strerror(errno));
+  void *probe = mmap(NULL, (size_t)cur, PROT_NONE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (probe == MAP_FAILED) return;
+  munmap(probe, (size_t)cur);
+  setrlimit(RLIMIT_AS, old);
+  cr_skip_test("RLIMIT_AS is not enforced here (qemu-user accepts it and "
+               "ignores it: it would limit the emulator itself)");
+}
+#endif
 
 /* n megablocks, or fewer where n would pass TEST_MEMORY_BUDGET. */
 static inline size_t mblocks_in_budget(size_t n) {

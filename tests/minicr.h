@@ -6,11 +6,15 @@
  * A test program built with it:
  *   --list        prints "suite::name" for every test, one a line;
  *   --run NAME    runs that one test: exit 0 pass, 1 fail, 77 skip;
- *   (no argument) runs every test in this one process, in order, and prints
- *                 a summary line; state carries over between tests, so the
- *                 runners (tests/wasm/suite.sh) use --list and --run, one
- *                 fresh instance per test, as Criterion isolates each test in
- *                 its own process.
+ *   (no argument) runs every test, in order, and prints a summary line.
+ *                 Where there is fork, each test runs in a child
+ *                 process of its own, as under Criterion, and the summary is
+ *                 Criterion's "Synthesis" line (exit 0 when none failed, 77
+ *                 when all skipped, else 1): `make check` runs the suites so
+ *                 (configure --enable-minicr-tests). Elsewhere (wasm,
+ *                 Windows) they all run in this one process and state
+ *                 carries over, so the runners (tests/wasm/suite.sh) use
+ *                 --list and --run, one fresh instance per test.
  * Test options (.timeout, ...) are accepted and ignored.
  */
 #ifndef OSMEM_TESTS_MINICR_H
@@ -21,6 +25,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if !defined(__wasi__) && !defined(_WIN32) /* fork */
+#include <errno.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#endif
+
+/* mingw: check formats as its C99 stdio takes them (%zu), not msvcrt's. */
+#ifdef __MINGW_PRINTF_FORMAT
+#define MINICR_PRINTF __MINGW_PRINTF_FORMAT
+#else
+#define MINICR_PRINTF printf
+#endif
 
 struct minicr_test {
   const char *suite, *name;
@@ -46,7 +62,7 @@ static inline void minicr_register(const char *suite, const char *name,
   }                                                                        \
   static void minicr_fn_##suite##_##name(void)
 
-__attribute__((format(printf, 4, 5), noreturn)) static inline void
+__attribute__((format(MINICR_PRINTF, 4, 5), noreturn)) static inline void
 minicr_fail(const char *file, int line, const char *expr, const char *fmt,
             ...) {
   fprintf(stderr, "[----] %s:%d: Assertion Failed\n[----]   %s\n", file, line,
@@ -62,7 +78,7 @@ minicr_fail(const char *file, int line, const char *expr, const char *fmt,
   exit(1);
 }
 
-__attribute__((format(printf, 1, 2), noreturn)) static inline void
+__attribute__((format(MINICR_PRINTF, 1, 2), noreturn)) static inline void
 minicr_skip(const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
@@ -120,6 +136,50 @@ static const struct minicr_test *minicr_find(const char *full) {
   return NULL;
 }
 
+#if !defined(__wasi__) && !defined(_WIN32) /* fork */
+/* Runs t in a child, so that no state carries over: 0 passed, 77 skipped,
+ * 1 failed, 2 crashed (the child died of a signal or exited otherwise). */
+static int minicr_run_forked(const struct minicr_test *t) {
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid == 0) exit(minicr_run_one(t));
+  int status = 0;
+  while (pid > 0 && waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+  if (pid > 0 && WIFEXITED(status) &&
+      (WEXITSTATUS(status) == 0 || WEXITSTATUS(status) == 77 ||
+       WEXITSTATUS(status) == 1))
+    return WEXITSTATUS(status);
+  if (pid < 0)
+    fprintf(stderr, "[CRASH] %s::%s: fork: %s\n", t->suite, t->name,
+            strerror(errno));
+  else if (WIFSIGNALED(status))
+    fprintf(stderr, "[CRASH] %s::%s: signal %d\n", t->suite, t->name,
+            WTERMSIG(status));
+  else
+    fprintf(stderr, "[CRASH] %s::%s: exit status %d\n", t->suite, t->name,
+            WEXITSTATUS(status));
+  return 2;
+}
+
+/* Every test, one child each, and Criterion's summary line. */
+static int minicr_run_all(void) {
+  int count[3] = {0}, skipped = 0; /* passed, failed, crashed */
+  for (int i = 0; i < minicr_count; i++) {
+    int rc = minicr_run_forked(&minicr_tests[i]);
+    if (rc == 77)
+      skipped++;
+    else
+      count[rc]++;
+  }
+  fprintf(stderr,
+          "[====] Synthesis: Tested: %d | Passing: %d | Failing: %d | "
+          "Crashing: %d | Skipped: %d\n",
+          minicr_count, count[0], count[1], count[2], skipped);
+  if (count[1] + count[2] > 0) return 1;
+  return count[0] == 0 && skipped > 0 ? 77 : 0;
+}
+#endif
+
 int main(int argc, char **argv) {
   if (argc > 1 && strcmp(argv[1], "--list") == 0) {
     for (int i = 0; i < minicr_count; i++)
@@ -134,10 +194,14 @@ int main(int argc, char **argv) {
     }
     return minicr_run_one(t);
   }
+#if !defined(__wasi__) && !defined(_WIN32) /* fork */
+  return minicr_run_all();
+#else
   /* Everything in one process: a failure or skip exits at once. */
   for (int i = 0; i < minicr_count; i++) minicr_run_one(&minicr_tests[i]);
   printf("%d passed, 0 failed\n", minicr_count);
   return 0;
+#endif
 }
 
 #endif /* OSMEM_TESTS_MINICR_H */

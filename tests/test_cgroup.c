@@ -328,11 +328,18 @@ static uint64_t rlimit_now(void) {
   return rl.rlim_cur == RLIM_INFINITY ? U : (uint64_t)rl.rlim_cur;
 }
 
-/* The lowest known piece and its source, ties going to RAM, then cgroup. */
+/* The most a process of this build can address: 4 GiB on 32-bit. */
+static uint64_t address_space(void) {
+  return SIZE_MAX < UINT64_MAX ? (uint64_t)SIZE_MAX + 1 : UINT64_MAX;
+}
+
+/* The lowest known piece and its source, ties going to RAM, then cgroup;
+ * RAM counts as far as the address space holds it. */
 static void expected_physical(uint64_t ram, uint64_t cg, uint64_t rl,
                               uint64_t *phys, enum osmem_memory_source *src) {
   *phys = 0;
   *src = OSMEM_MEMORY_UNKNOWN;
+  if (ram > address_space()) ram = address_space();
   if (ram) *phys = ram, *src = OSMEM_MEMORY_RAM;
   if (cg != U && (*phys == 0 || cg < *phys))
     *phys = cg, *src = OSMEM_MEMORY_CGROUP;
@@ -440,14 +447,16 @@ Test(memory_api, this_machines_cgroup_read_independently) {
 }
 
 Test(memory_api, rlimit_below_ram_is_reported_after_refresh) {
-  skip_rlimit_as_under_asan();
   struct osmem_memory_info before = info_now();
   cr_assert_gt(before.physical, 64 * MiB);
+  /* Below all the pieces and page aligned. A 32-bit rlim_t holds it (2^32
+   * - 1 is RLIM_INFINITY there): physical memory is at most the 4 GiB of
+   * the address space. */
+  uint64_t lim = before.physical - 16 * MiB;
+  cr_assert_lt(lim, (uint64_t)(rlim_t)RLIM_INFINITY, "%llu fits no rlim_t",
+               (unsigned long long)lim);
   struct rlimit old;
-  cr_assert_eq(getrlimit(RLIMIT_AS, &old), 0);
-  uint64_t lim = before.physical - 16 * MiB; /* page aligned, below all */
-  struct rlimit lower = {(rlim_t)lim, old.rlim_max};
-  cr_assert_eq(setrlimit(RLIMIT_AS, &lower), 0);
+  lower_rlimit_as((rlim_t)lim, &old);
 
   cr_assert_eq(osmem_physical_memory(), before.physical, "cached: no refresh");
   uint64_t got = osmem_refresh_physical_memory();
@@ -468,6 +477,22 @@ Test(memory_api, rlimit_below_ram_is_reported_after_refresh) {
   struct osmem_memory_info again = info_now();
   cr_assert_eq(again.source, before.source);
   cr_assert_eq(again.rlimit_as, before.rlimit_as);
+}
+
+/* A 32-bit process cannot use more than its 4 GiB of address space, so it
+ * is told no more, from RAM, where the machine has more RAM and no lower
+ * limit; osmem_physical_ram() and the ram piece stay the installed RAM. */
+Test(memory_api, physical_memory_fits_the_address_space) {
+  struct osmem_memory_info m = info_now();
+  cr_assert_eq(m.ram, ram_now());
+  cr_assert_eq(osmem_physical_ram(), ram_now(), "RAM is not capped");
+  cr_assert_leq(m.physical, address_space());
+  if (m.ram <= address_space() || m.cgroup_max <= address_space() ||
+      m.rlimit_as <= address_space())
+    return; /* nothing to cap: 64-bit, less RAM, or a lower limit */
+  cr_assert_eq(m.physical, address_space());
+  cr_assert_eq(m.source, OSMEM_MEMORY_RAM);
+  cr_assert_lt(m.physical, osmem_physical_ram());
 }
 
 Test(memory_api, memory_info_null_is_a_no_op) {

@@ -37,9 +37,11 @@ Test(nodes, bitmap_sizes_like_snprintf) {
 Test(nodes, node_facts_of_node_zero_and_of_no_node) {
   cr_assert_gt(osmem_numa_node_memory(0), 0);
   cr_assert_eq(osmem_numa_distance(0, 0), 10);
+  errno = 4242; /* "no such node" is an answer, not an error */
   cr_assert_eq(osmem_numa_node_memory(5000), 0);
   cr_assert_eq(osmem_numa_distance(0, 5000), -1);
   cr_assert_eq(osmem_numa_distance(5000, 0), -1);
+  cr_assert_eq(errno, 4242, "errno %d", errno);
 }
 
 Test(nodes, policy_setter_refuses_unknown_policies) {
@@ -62,7 +64,8 @@ Test(nodes, interleave_with_one_node_makes_no_call) {
   assert_invariants();
 }
 
-#ifndef __wasi__ /* the fake topology goes through the POSIX syscall table */
+#if !defined(__wasi__) && !defined(_WIN32) /* the fake topology goes
+                                             through the POSIX syscall table */
 #include <sys/mman.h>
 
 #include "../osmem/posix/sys.h"
@@ -94,6 +97,26 @@ static long record_mbind(void *addr, unsigned long len, int mode,
       break;
     }
   return 0;
+}
+
+static long no_numa_mempolicy(int *mode, unsigned long *nodemask,
+                              unsigned long maxnode, void *addr,
+                              unsigned long flags) {
+  (void)mode, (void)nodemask, (void)maxnode, (void)addr, (void)flags;
+  errno = ENOSYS;
+  return -1;
+}
+
+/* A kernel without NUMA (get_mempolicy is ENOSYS, as under qemu-user): init
+ * finds the one node, and the caller's errno survives its probe. */
+Test(nodes, init_on_a_kernel_without_numa_keeps_errno) {
+  osmem__posix_sys.get_mempolicy = no_numa_mempolicy;
+  errno = 4242;
+  cr_assert_eq(osmem_init(), 0);
+  cr_assert_eq(errno, 4242, "errno %d", errno);
+  osmem__posix_sys_reset();
+  cr_assert_eq(osmem_numa_nodes(), 1);
+  cr_assert_not(osmem_numa_available());
 }
 
 /* Nodes 0, 1 and 70; mbind recorded, not made. */
@@ -399,4 +422,4 @@ Test(nodes, task_binding_with_mode_flags_narrows_the_nodes) {
 }
 
 #endif /* HAVE_LIBNUMA */
-#endif /* !__wasi__ */
+#endif /* !__wasi__ && !_WIN32 */

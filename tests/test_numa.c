@@ -303,10 +303,15 @@ Test(numa, faked_topology_mbind_failure_returns_run_to_pool) {
 
 /* ---------------------------------------------------- kernel's read-back */
 
+/* Node masks for get_mempolicy: 4096 bits, more than any kernel's node
+ * count, in as many unsigned longs as that takes (64, or 128 on 32-bit). */
+#define MASK_BITS 4096
+#define MASK_LONGS (MASK_BITS / (sizeof(unsigned long) * CHAR_BIT))
+
 static void assert_policy_is_bind_node0(const char *p) {
   int mode = -1;
-  unsigned long mask[4096 / (sizeof(unsigned long) * CHAR_BIT)] = {0};
-  cr_assert_eq(get_mempolicy(&mode, mask, 4096, (void *)p, MPOL_F_ADDR), 0,
+  unsigned long mask[MASK_LONGS] = {0};
+  cr_assert_eq(get_mempolicy(&mode, mask, MASK_BITS, (void *)p, MPOL_F_ADDR), 0,
                "get_mempolicy(%p): %s", (void *)p, strerror(errno));
   cr_assert_eq(mode, MPOL_BIND, "%p: mode %d", (void *)p, mode);
   cr_assert(mask[0] & 1, "%p: node 0 not in mask %#lx", (void *)p, mask[0]);
@@ -327,15 +332,16 @@ Test(numa, kernel_reads_back_bind_to_node) {
   char *p = osmem_get_mblocks(3);
   cr_assert_not_null(p);
   int mode = -1;
-  unsigned long mask[64] = {0};
-  cr_assert_eq(get_mempolicy(&mode, mask, 4096, p + MB, MPOL_F_ADDR), 0);
+  unsigned long mask[MASK_LONGS] = {0};
+  cr_assert_eq(get_mempolicy(&mode, mask, MASK_BITS, p + MB, MPOL_F_ADDR), 0);
   cr_assert_eq(mode, MPOL_DEFAULT, "unbound run has a policy already");
   cr_assert_eq(osmem_bind_to_node(p + MB, MB, 0), 0);
   assert_policy_is_bind_node0(p + MB);
   assert_policy_is_bind_node0(p + 2 * MB - 1);
-  cr_assert_eq(get_mempolicy(&mode, mask, 4096, p, MPOL_F_ADDR), 0);
+  cr_assert_eq(get_mempolicy(&mode, mask, MASK_BITS, p, MPOL_F_ADDR), 0);
   cr_assert_eq(mode, MPOL_DEFAULT, "bind spilled below the range");
-  cr_assert_eq(get_mempolicy(&mode, mask, 4096, p + 2 * MB, MPOL_F_ADDR), 0);
+  cr_assert_eq(get_mempolicy(&mode, mask, MASK_BITS, p + 2 * MB, MPOL_F_ADDR),
+               0);
   cr_assert_eq(mode, MPOL_DEFAULT, "bind spilled past the range");
 }
 #endif /* HAVE_LIBNUMA */

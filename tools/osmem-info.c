@@ -23,12 +23,12 @@ static void print_limit(const char *label, uint64_t bytes) {
 /* Physical memory and where it came from: the lowest of the pieces. */
 static void print_memory(void) {
   static const char *const sources[] = {"unknown", "RAM", "cgroup",
-                                        "RLIMIT_AS"};
+                                        "RLIMIT_AS", "job object"};
   struct osmem_memory_info m;
   osmem_memory_info(&m);
   printf("physical memory:  %" PRIu64 " bytes (%.1f MiB), from %s\n",
          m.physical, (double)m.physical / MIB,
-         (unsigned)m.source < 4 ? sources[m.source] : "?");
+         (unsigned)m.source < 5 ? sources[m.source] : "?");
   if (m.ram)
     print_limit("RAM:", m.ram);
   else
@@ -45,6 +45,7 @@ static void print_memory(void) {
       print_limit("memory.high:", m.cgroup_high);
   }
   print_limit("RLIMIT_AS:", m.rlimit_as);
+  if (m.job_max != OSMEM_UNLIMITED) print_limit("job object:", m.job_max);
 }
 
 static void print_facts(void) {

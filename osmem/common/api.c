@@ -250,6 +250,14 @@ static void take_lower(struct osmem_memory_info *m, uint64_t x,
   }
 }
 
+/* RAM as far as this process can use it: a 32-bit process cannot hold more
+ * than its 4 GiB of address space, however much the machine has. */
+static uint64_t usable_ram(uint64_t ram) {
+  const uint64_t space =
+      SIZE_MAX < UINT64_MAX ? (uint64_t)SIZE_MAX + 1 : OSMEM_UNLIMITED;
+  return ram < space ? ram : space;
+}
+
 /* Reads the pieces and takes the lowest; on a tie the first of RAM, cgroup,
  * rlimit names the source. Lock held. */
 static void mem_info_read_locked(void) {
@@ -258,13 +266,15 @@ static void mem_info_read_locked(void) {
       .cgroup_max = OSMEM_UNLIMITED,
       .cgroup_high = OSMEM_UNLIMITED,
       .rlimit_as = OSMEM_UNLIMITED,
+      .job_max = OSMEM_UNLIMITED,
   };
   osmem__os_memory_info(&m);
   m.physical = 0;
   m.source = OSMEM_MEMORY_UNKNOWN;
-  take_lower(&m, m.ram, OSMEM_MEMORY_RAM);
+  take_lower(&m, usable_ram(m.ram), OSMEM_MEMORY_RAM);
   take_lower(&m, m.cgroup_max, OSMEM_MEMORY_CGROUP);
   take_lower(&m, m.rlimit_as, OSMEM_MEMORY_RLIMIT);
+  take_lower(&m, m.job_max, OSMEM_MEMORY_JOB);
   mem_info = m;
   mem_info_valid = true;
 }

@@ -36,12 +36,12 @@
 #define STRIPES ((uintptr_t)1 << STRIPE_SHIFT)
 #define STRIPE_BYTES (LEAF_BITS >> STRIPE_SHIFT)
 
-typedef atomic_uint_least64_t word_t;
+typedef osmem__atomic_u64 word_t; /* 8-aligned on i386 too (backend.h) */
 
 #define SUM_WORDS ((LEAF_WORDS + 63) / 64)
 
 struct leaf {
-  word_t out[LEAF_WORDS];
+  _Alignas(8) word_t out[LEAF_WORDS]; /* said, as for the type (i386) */
 #ifdef OSMEM_CACHE_MARKS
   _Alignas(64) uint8_t cached[LEAF_BITS];
 #endif

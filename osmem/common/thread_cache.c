@@ -39,12 +39,12 @@
 
 /* Aligned to cache lines, so that two threads' caches never share one. */
 struct osmem__cache {
-  _Alignas(64) _Atomic uint64_t slot[OSMEM__CACHE_SLOTS]; /* 0: empty */
+  _Alignas(64) osmem__atomic_u64 slot[OSMEM__CACHE_SLOTS]; /* 0: empty */
   unsigned top;                    /* owner only: slots >= top are empty */
   atomic_bool busy;                /* the owner is working on its slots */
   atomic_bool frozen;              /* a drainer holds the cache */
-  atomic_uint_least64_t pushed, popped, gets, frees; /* owner writes */
-  atomic_uint_least64_t removed;   /* lock holders write */
+  osmem__atomic_u64 pushed, popped, gets, frees; /* owner writes */
+  osmem__atomic_u64 removed;       /* lock holders write */
   struct osmem__cache *next;       /* every cache (lock) */
   struct osmem__cache *next_idle;  /* caches without a thread (lock) */
   bool idle;                       /* on the idle list (lock) */

@@ -108,9 +108,14 @@ static size_t query_page_size(void) {
   return page > 0 ? (size_t)page : 4096;
 }
 
+/* Init probes what the system has, and a probe that says no sets errno
+ * (get_mempolicy is ENOSYS where the kernel has no NUMA, as under
+ * qemu-user; sysfs files may be missing): the caller's errno is kept. */
 void osmem__os_init(struct osmem__os_caps *caps) {
+  int saved = errno;
   osmem__posix_page_size = query_page_size();
   osmem__posix_numa_init();
+  errno = saved;
   *caps = (struct osmem__os_caps){
       .name = "posix",
       .page_size = osmem__posix_page_size,

@@ -49,8 +49,9 @@ uint64_t osmem__posix_ram(void) {
 static uint64_t rlimit_as(void) {
 #ifdef RLIMIT_AS
   struct rlimit rl;
+  /* A 64-bit limit of UINT64_MAX reads as OSMEM_UNLIMITED, as it should. */
   if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
-      rl.rlim_cur > 0 && (uint64_t)rl.rlim_cur < OSMEM_UNLIMITED)
+      rl.rlim_cur > 0)
     return (uint64_t)rl.rlim_cur;
 #endif
   return OSMEM_UNLIMITED;

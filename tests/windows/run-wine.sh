@@ -1,0 +1,65 @@
+#!/bin/sh
+# Runs a Windows test program under Wine, for `make check` (LOG_COMPILER of
+# a --host=*-mingw32 build).
+#   run-wine.sh PROGRAM.exe [ARGS...]
+# A suite built on tests/minicr.h (tests/test_*.exe) runs one test per Wine
+# process, as Criterion isolates each test in a process of its own: --list,
+# then --run NAME for each, a [PASS]/[FAIL]/[SKIP] line per test and
+# Criterion's Synthesis line. Any other program runs once, with ARGS, and its
+# exit status is passed through. Exit 77 (SKIP) when there is no Wine.
+#
+# Wine runs with WINEDEBUG=-all (no fixme noise in the logs) in a prefix of
+# the build's own, tests/windows/wine-prefix, made on first use (about 5 s)
+# under a lock, since `make -j` starts several tests at once.
+set -u
+prog=$1
+shift
+wine=${WINE:-wine}
+if ! command -v "${wine%% *}" >/dev/null 2>&1; then
+  echo "SKIP: no Wine ($wine) to run $prog; install wine64 and wine"
+  exit 77
+fi
+dir=$(cd "${top_builddir:-.}" && pwd)/tests/windows
+mkdir -p "$dir"
+WINEPREFIX=$dir/wine-prefix
+WINEDEBUG=-all
+# No Mono or Gecko installer dialogs while the prefix is made.
+WINEDLLOVERRIDES=${WINEDLLOVERRIDES:-mscoree,mshtml=}
+export WINEPREFIX WINEDEBUG WINEDLLOVERRIDES
+if [ ! -f "$WINEPREFIX/system.reg" ]; then
+  if command -v flock >/dev/null 2>&1; then
+    flock "$dir/wine-prefix.lock" sh -c \
+      '[ -f "$WINEPREFIX/system.reg" ] || '"$wine"' wineboot -i >/dev/null 2>&1'
+  else
+    $wine wineboot -i >/dev/null 2>&1
+  fi
+fi
+
+case ${prog##*/} in
+  test_*) ;;
+  *) $wine "$prog" "$@"; exit $? ;;
+esac
+
+# Wine writes the program's "\r\n" line ends as they are.
+list=$($wine "$prog" --list | tr -d '\r') || {
+  echo "FAIL: $prog --list failed under Wine"; exit 1; }
+rcfile=$dir/.rc.$$
+trap 'rm -f "$rcfile"' EXIT
+tested=0 passed=0 failed=0 crashed=0 skipped=0
+for t in $list; do
+  tested=$((tested + 1))
+  # The status crosses the pipe through a file.
+  { $wine "$prog" --run "$t" 2>&1; echo $? >"$rcfile"; } | tr -d '\r'
+  rc=$(cat "$rcfile" 2>/dev/null || echo 2)
+  case $rc in
+    0) passed=$((passed + 1)) ;;
+    77) skipped=$((skipped + 1)) ;;
+    1) failed=$((failed + 1)) ;;
+    *) crashed=$((crashed + 1)); echo "[CRASH] $t: exit status $rc under Wine" ;;
+  esac
+done
+echo "[====] Synthesis: Tested: $tested | Passing: $passed | Failing: $failed | Crashing: $crashed | Skipped: $skipped (Wine)"
+[ "$tested" -gt 0 ] || { echo "FAIL: no tests in $prog"; exit 1; }
+[ $((failed + crashed)) -eq 0 ] || exit 1
+[ "$passed" -gt 0 ] || exit 77
+exit 0
