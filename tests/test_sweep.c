@@ -141,54 +141,10 @@ static void install(void) {
 /* ------------------------------------------------------------ the script */
 
 #define CHECK CHILD_CHECK /* child-check.h */
-
-struct run {
-  unsigned char *p;
-  size_t n;
-  unsigned char sig;
-};
-static struct run live[16];
-static int nlive;
-
-static void keep(void *p, size_t n) {
-  unsigned char sig = (unsigned char)(0x40 + nlive);
-  memset(p, sig, 64);
-  ((unsigned char *)p)[n * MB - 1] = sig;
-  live[nlive++] = (struct run){p, n, sig};
-}
-
-static void check_live(void) {
-  for (int i = 0; i < nlive; i++) {
-    CHECK(live[i].p[0] == live[i].sig && live[i].p[63] == live[i].sig);
-    CHECK(live[i].p[live[i].n * MB - 1] == live[i].sig);
-    CHECK(osmem_is_heap(live[i].p));
-  }
-  CHECK(osmem__check_invariants() == 0);
-}
-
-static void get(size_t n) {
-  errno = 0;
-  void *p = osmem_get_mblocks(n);
-  if (p) keep(p, n);
-  else CHECK(errno == ENOMEM);
-  check_live();
-}
-
-static void get_on_node0(size_t n) {
-  errno = 0;
-  void *p = osmem_get_mblocks_on_node(n, 0);
-  /* ENOMEM, or the error of binding the node's new reservation. */
-  if (p) keep(p, n);
-  else CHECK(errno != 0);
-  check_live();
-}
-
-static void free_run(int i) {
-  if (i >= nlive) return;
-  CHECK(osmem_free_mblocks(live[i].p, live[i].n) == 0); /* never fails */
-  live[i] = live[--nlive];
-  check_live();
-}
+#define SWEEP_STEP_CHECK() true
+/* ENOMEM, or the error of binding the node's new reservation. */
+#define SWEEP_NODE_GET_ERROR(e) ((e) != 0)
+#include "sweep-script.h"
 
 static void reservation(void) {
   size_t got = 0;

@@ -75,6 +75,20 @@ configure_in() {
      WASMTIME_PYTHON="$src/.venv-wasm/bin/python" "$@") >"$dir.configure.log" 2>&1 ||
     { cat "$dir.configure.log"; exit 1; }
 }
+# check_in DIR TARGET: runs make TARGET (check, check-node) in DIR, bounded
+# (a full pass takes about 80 s here), and prints the failed tests' logs,
+# the Synthesis lines, the totals per engine and the time taken.
+check_in() {
+  limit=
+  command -v timeout >/dev/null 2>&1 && limit="timeout 900"
+  $limit make -C "$1" -j"$jobs" "$2" >"$1.check.log" 2>&1 || {
+    status=1
+    cat "$1/test-suite.log" 2>/dev/null || tail -n 50 "$1.check.log"
+  }
+  grep -h 'Synthesis' "$1"/tests/*.log || true
+  totals "$1"
+  took
+}
 started=$(date +%s)
 took() { echo "  took $(($(date +%s) - started)) s"; started=$(date +%s); }
 
@@ -94,13 +108,7 @@ for variant in 20 16 nosbrk; do
     runner=$(sed -n 's/^WASMTIME_RUNNER = //p' "$dir/Makefile" | sed "s|\$(abs_top_srcdir)|$src|")
     $runner "$dir/tools/osmem-info" | head -n 5
   fi
-  make -C "$dir" -j"$jobs" check >"$dir.check.log" 2>&1 || {
-    status=1
-    cat "$dir/test-suite.log" 2>/dev/null || tail -n 50 "$dir.check.log"
-  }
-  grep -h 'Synthesis' "$dir"/tests/*.log || true
-  totals "$dir"
-  took
+  check_in "$dir" check
 done
 
 # The Node.js half once more under each Node.js major release a user may
@@ -154,15 +162,6 @@ for major in ${OSMEM_NODE_MAJORS:-18 20 24}; do
   configure_in "$dir" NODE="$node_bin"
   engines "$dir" node
   make -C "$dir" -j"$jobs" >/dev/null
-  # Bounded: the Node.js half takes about 30 s here.
-  limit=
-  command -v timeout >/dev/null 2>&1 && limit="timeout 900"
-  $limit make -C "$dir" -j"$jobs" check-node >"$dir.check.log" 2>&1 || {
-    status=1
-    cat "$dir/test-suite.log" 2>/dev/null || tail -n 50 "$dir.check.log"
-  }
-  grep -h 'Synthesis' "$dir"/tests/*.log || true
-  totals "$dir"
-  took
+  check_in "$dir" check-node
 done
 exit $status

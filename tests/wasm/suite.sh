@@ -26,20 +26,7 @@ case $? in
     echo "SKIP: $engine cannot run wasm modules here"; exit 77 ;;
   *) echo "FAIL: $module --list failed under $engine"; exit 1 ;;
 esac
-tested=0 passed=0 failed=0 crashed=0 skipped=0
-for t in $list; do
-  tested=$((tested + 1))
-  $runner "$module" --run "$t" 2>&1
-  rc=$?
-  case $rc in
-    0) passed=$((passed + 1)) ;;
-    77) skipped=$((skipped + 1)) ;;
-    1) failed=$((failed + 1)) ;;
-    *) crashed=$((crashed + 1)); echo "[CRASH] $t: exit status $rc under $engine" ;;
-  esac
-done
-echo "[====] Synthesis: Tested: $tested | Passing: $passed | Failing: $failed | Crashing: $crashed | Skipped: $skipped ($engine)"
-[ "$tested" -gt 0 ] || { echo "FAIL: no tests in $module"; exit 1; }
-[ $((failed + crashed)) -eq 0 ] || exit 1
-[ "$passed" -gt 0 ] || exit 77
-exit 0
+run_one() { $runner "$module" --run "$1" 2>&1; }
+. "$(dirname "$0")/../run-each.sh"
+# shellcheck disable=SC2086 # the list is one name per word
+run_each "$engine" "$module" $list

@@ -45,21 +45,11 @@ list=$($wine "$prog" --list | tr -d '\r') || {
   echo "FAIL: $prog --list failed under Wine"; exit 1; }
 rcfile=$dir/.rc.$$
 trap 'rm -f "$rcfile"' EXIT
-tested=0 passed=0 failed=0 crashed=0 skipped=0
-for t in $list; do
-  tested=$((tested + 1))
-  # The status crosses the pipe through a file.
-  { $wine "$prog" --run "$t" 2>&1; echo $? >"$rcfile"; } | tr -d '\r'
-  rc=$(cat "$rcfile" 2>/dev/null || echo 2)
-  case $rc in
-    0) passed=$((passed + 1)) ;;
-    77) skipped=$((skipped + 1)) ;;
-    1) failed=$((failed + 1)) ;;
-    *) crashed=$((crashed + 1)); echo "[CRASH] $t: exit status $rc under Wine" ;;
-  esac
-done
-echo "[====] Synthesis: Tested: $tested | Passing: $passed | Failing: $failed | Crashing: $crashed | Skipped: $skipped (Wine)"
-[ "$tested" -gt 0 ] || { echo "FAIL: no tests in $prog"; exit 1; }
-[ $((failed + crashed)) -eq 0 ] || exit 1
-[ "$passed" -gt 0 ] || exit 77
-exit 0
+# The status crosses the pipe (which takes Wine's "\r") through a file.
+run_one() {
+  { $wine "$prog" --run "$1" 2>&1; echo $? >"$rcfile"; } | tr -d '\r'
+  return "$(cat "$rcfile" 2>/dev/null || echo 2)"
+}
+. "$(dirname "$0")/../run-each.sh"
+# shellcheck disable=SC2086 # the list is one name per word
+run_each Wine "$prog" $list
