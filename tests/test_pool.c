@@ -5,8 +5,9 @@
  * bookkeeping failures). System calls are observed, and made to fail, by
  * replacing entries of the backend's table: mmap, munmap and madvise in
  * osmem__posix_sys natively, memory.grow (and memory.size) in
- * osmem__wasm_sys on wasm. The same cases run on both; where the backends'
- * contracts differ (wasm memory never shrinks, is never decommitted, and is
+ * osmem__wasm_sys on wasm, VirtualAlloc(2), VirtualFree and the resets in
+ * osmem__windows_sys on Windows. The same cases run on all; where the
+ * backends' contracts differ (wasm memory never shrinks, is never decommitted, and is
  * grown by exactly what each get needs), each asserts its own.
  */
 #define _GNU_SOURCE
@@ -23,6 +24,10 @@
 #include "spares.h"
 #ifdef __wasi__
 #include "../osmem/wasm/sys.h"
+#elif defined(_WIN32)
+#include <windows.h>
+
+#include "../osmem/windows/sys.h"
 #else
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -511,8 +516,145 @@ static void trap_install(void) {
 }
 
 static void os_reset(void) { osmem__wasm_sys_reset(); }
+#elif defined(_WIN32)
+/* Windows: the spy records VirtualAlloc and VirtualAlloc2 calls that make
+ * an allocation as maps, VirtualFree as unmaps, and resets (VirtualAlloc
+ * MEM_RESET, DiscardVirtualMemory) as madvise, as the backend counts them
+ * (os_maps, os_unmaps, os_madvise). Commits (MEM_COMMIT alone, counted as
+ * mprotect) are not recorded. madv_free_errno, when non-zero, makes the
+ * lazy decommit's call (MEM_RESET) fail. */
+static int madv_free_errno;
+#define LAZY_ADVICE MEM_RESET
+#define DISCARD 1 /* advs[].arg of a DiscardVirtualMemory */
+
+/* Bookkeeping is committed memory asked for anywhere; reservations are
+ * asked for at an address, aligned (VirtualAlloc2), or reserved only. The
+ * spy records which in arg: 1 for bookkeeping. */
+static bool is_meta_call(const void *at, DWORD type) {
+  return at == NULL && (type & MEM_COMMIT);
+}
+static bool is_meta(int arg) { return arg == 1; }
+
+/* The size of the allocation based at base, for VirtualFree(MEM_RELEASE),
+ * which is told only the base: its regions, as VirtualQuery shows them. */
+static size_t allocation_size(void *base) {
+  size_t size = 0;
+  MEMORY_BASIC_INFORMATION mbi;
+  while (VirtualQuery((char *)base + size, &mbi, sizeof mbi) != 0 &&
+         mbi.AllocationBase == base && mbi.State != MEM_FREE)
+    size += mbi.RegionSize;
+  return size;
+}
+
+static LPVOID WINAPI spy_alloc(LPVOID at, SIZE_T len, DWORD type,
+                               DWORD prot) {
+  if (type & MEM_RESET) {
+    bool fail = madv_free_errno != 0;
+    record(advs, &n_advs, at, len, MEM_RESET, NULL, fail);
+    if (fail) {
+      SetLastError(ERROR_INVALID_PARAMETER);
+      return NULL;
+    }
+    return VirtualAlloc(at, len, type, prot);
+  }
+  if (!(type & MEM_RESERVE)) return VirtualAlloc(at, len, type, prot);
+  bool meta = is_meta_call(at, type);
+  void *ret = NULL;
+  if (meta && meta_allowed == 0) {
+    SetLastError(ERROR_NOT_ENOUGH_MEMORY);
+  } else {
+    if (meta && meta_allowed > 0) meta_allowed--;
+    ret = VirtualAlloc(at, len, type, prot);
+  }
+  DWORD err = GetLastError();
+  record(maps, &n_maps, at, len, meta, ret, ret == NULL);
+  SetLastError(err);
+  return ret;
+}
+
+static osmem__virtual_alloc2_fn real_alloc2;
+static PVOID WINAPI spy_alloc2(HANDLE h, PVOID at, SIZE_T len, ULONG type,
+                               ULONG prot, MEM_EXTENDED_PARAMETER *ext,
+                               ULONG n) {
+  void *ret = real_alloc2(h, at, len, type, prot, ext, n);
+  DWORD err = GetLastError();
+  record(maps, &n_maps, at, len, 0, ret, ret == NULL);
+  SetLastError(err);
+  return ret;
+}
+
+static BOOL WINAPI spy_free(LPVOID p, SIZE_T len, DWORD type) {
+  bool fail = munmaps_to_fail > 0;
+  record(unmaps, &n_unmaps, p, type == MEM_RELEASE ? allocation_size(p) : len,
+         (int)type, NULL, fail);
+  if (fail) {
+    munmaps_to_fail--;
+    SetLastError(ERROR_INVALID_PARAMETER);
+    return FALSE;
+  }
+  return VirtualFree(p, len, type);
+}
+
+static osmem__discard_fn real_discard;
+static DWORD WINAPI spy_discard(PVOID p, SIZE_T len) {
+  record(advs, &n_advs, p, len, DISCARD, NULL, false);
+  return real_discard(p, len);
+}
+
+static void spy_install(void) {
+  cr_assert_eq(osmem_init(), 0); /* the optional entries are looked up */
+  osmem__windows_sys_reset();
+  real_alloc2 = osmem__windows_sys.VirtualAlloc2;
+  real_discard = osmem__windows_sys.DiscardVirtualMemory;
+  osmem__windows_sys.VirtualAlloc = spy_alloc;
+  if (real_alloc2) osmem__windows_sys.VirtualAlloc2 = spy_alloc2;
+  osmem__windows_sys.VirtualFree = spy_free;
+  if (real_discard) osmem__windows_sys.DiscardVirtualMemory = spy_discard;
+  n_maps = n_unmaps = n_advs = 0;
+}
+
+/* Every entry of the trap fails and counts: proof that nothing was called. */
+static LPVOID WINAPI trap_alloc(LPVOID a, SIZE_T l, DWORD t, DWORD p) {
+  (void)a, (void)l, (void)t, (void)p;
+  trapped++;
+  SetLastError(ERROR_NOT_ENOUGH_MEMORY);
+  return NULL;
+}
+static PVOID WINAPI trap_alloc2(HANDLE h, PVOID a, SIZE_T l, ULONG t, ULONG p,
+                                MEM_EXTENDED_PARAMETER *e, ULONG n) {
+  (void)h, (void)e, (void)n;
+  return trap_alloc(a, l, t, p);
+}
+static BOOL WINAPI trap_free(LPVOID a, SIZE_T l, DWORD t) {
+  (void)a, (void)l, (void)t;
+  trapped++;
+  SetLastError(ERROR_INVALID_PARAMETER);
+  return FALSE;
+}
+static LPVOID WINAPI trap_alloc_numa(HANDLE h, LPVOID a, SIZE_T l, DWORD t,
+                                     DWORD p, DWORD node) {
+  (void)h, (void)node;
+  return trap_alloc(a, l, t, p);
+}
+static DWORD WINAPI trap_discard(PVOID a, SIZE_T l) {
+  (void)a, (void)l;
+  trapped++;
+  return ERROR_INVALID_PARAMETER;
+}
+
+static void trap_install(void) {
+  osmem__windows_sys.VirtualAlloc = trap_alloc;
+  osmem__windows_sys.VirtualAlloc2 = trap_alloc2;
+  osmem__windows_sys.VirtualFree = trap_free;
+  osmem__windows_sys.VirtualAllocExNuma = trap_alloc_numa;
+  osmem__windows_sys.DiscardVirtualMemory = trap_discard;
+  trapped = 0;
+}
+
+static void os_reset(void) { osmem__windows_sys_reset(); }
 #else
 static int madv_free_errno; /* MADV_FREE fails with this when non-zero */
+#define LAZY_ADVICE MADV_FREE
 
 /* The library maps bookkeeping without MAP_NORESERVE and reservations with
  * it: that is how the spy tells them apart. */
@@ -673,6 +815,22 @@ static size_t mapped_bytes(const void *p, size_t len) {
   uint64_t lo = (uintptr_t)p, hi = lo + len;
   if (lo >= end) return 0;
   return (size_t)((hi < end ? hi : end) - lo);
+}
+#elif defined(_WIN32)
+/* Bytes of [p, p + len) the OS holds memory for: committed (MEM_COMMIT),
+ * as VirtualQuery shows it. A range given back inside an allocation that
+ * is still in use is only decommitted (MEM_RESERVE): it holds none. */
+static size_t mapped_bytes(const void *p, size_t len) {
+  uintptr_t at = (uintptr_t)p, end = at + len;
+  size_t committed = 0;
+  MEMORY_BASIC_INFORMATION mbi;
+  while (at < end && VirtualQuery((void *)at, &mbi, sizeof mbi) != 0) {
+    uintptr_t next = (uintptr_t)mbi.BaseAddress + mbi.RegionSize;
+    if (next > end) next = end;
+    if (mbi.State == MEM_COMMIT) committed += next - at;
+    at = next;
+  }
+  return committed;
 }
 #else
 static char maps_buf[1 << 20];
@@ -949,8 +1107,8 @@ Test(decommit, threshold_zero_decommits_each_free) {
   if (OS_CAN_DECOMMIT) {
     cr_assert_eq(advs[0].addr, p);
     cr_assert_eq(advs[0].len, 3 * MB);
-#ifdef MADV_FREE
-    cr_assert_eq(advs[0].arg, MADV_FREE);
+#if defined(MADV_FREE) || defined(_WIN32)
+    cr_assert_eq(advs[0].arg, LAZY_ADVICE);
 #endif
   }
   cr_assert_eq(s1.mblocks_pooled, 3);
@@ -1073,7 +1231,9 @@ Test(decommit, size_max_never_decommits) {
                OS_CAN_DECOMMIT ? (n - t) * MB : 0);
 }
 
-#ifndef __wasi__ /* MADV_FREE's fallback: wasm has no madvise at all */
+/* MADV_FREE's fallback: wasm has no madvise at all, and Windows no advice
+ * to fall back from (lazy decommit is MEM_RESET, with nothing to retry). */
+#if !defined(__wasi__) && !defined(_WIN32)
 Test(decommit, madv_free_einval_falls_back_to_dontneed_for_good) {
   osmem_set_decommit_threshold(0);
   char *p = osmem_get_mblocks(3);
@@ -1102,7 +1262,9 @@ Test(decommit, madv_free_einval_falls_back_to_dontneed_for_good) {
 }
 #endif
 
-#ifndef __wasi__ /* madvise's errors: wasm has no madvise to fail */
+/* madvise's errors: wasm has no madvise to fail. On Windows the lazy
+ * decommit's MEM_RESET fails instead (madv_free_errno). */
+#ifndef __wasi__
 Test(decommit, other_madvise_error_keeps_range_resident) {
   osmem_set_decommit_threshold(0);
   char *p = osmem_get_mblocks(3);
@@ -1117,7 +1279,7 @@ Test(decommit, other_madvise_error_keeps_range_resident) {
   cr_assert_eq(osmem_free_mblocks(p + 2 * MB, 1), 0);
   assert_invariants();
   cr_assert_eq(n_advs, 3, "the new free, then the one that failed");
-  cr_assert_eq(advs[1].arg, MADV_FREE, "MADV_FREE still in use");
+  cr_assert_eq(advs[1].arg, LAZY_ADVICE, "MADV_FREE still in use");
   cr_assert_eq(advs[1].addr, p + 2 * MB, "highest first");
   cr_assert_eq(advs[2].addr, p, "retried");
   cr_assert_eq(stats_now().mblocks_pooled_resident, 0);

@@ -2,8 +2,10 @@
  * Reservations (osmem_reserve, commit, decommit, unreserve), set_executable
  * and teardown. Natively the checks read the kernel's own view
  * (/proc/self/maps, mincore) and count system calls through the POSIX
- * backend's table; on wasm, where there are no reservations, the calls must
- * say ENOSYS and teardown must hand every megablock back to the pool.
+ * backend's table; on Windows the same checks read VirtualQuery and
+ * QueryWorkingSetEx and go through the Windows backend's table; on wasm,
+ * where there are no reservations, the calls must say ENOSYS and teardown
+ * must hand every megablock back to the pool.
  */
 #define _GNU_SOURCE /* mincore, pthread_barrier_t, MAP_FIXED_NOREPLACE */
 
@@ -54,16 +56,75 @@ Test(reservations, teardown_on_wasm_pools_every_megablock) {
   assert_invariants();
 }
 
-#else /* POSIX */
+#else /* POSIX and Windows */
 
+#ifdef _WIN32
+#include <windows.h>
+#include <psapi.h>
+
+#include "../osmem/windows/sys.h"
+#else
 #include <pthread.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include "../osmem/posix/sys.h"
+#endif
 
 /* ---------------------------------------------------- the kernel's view */
+
+#ifdef _WIN32
+static size_t page_size(void) {
+  SYSTEM_INFO si;
+  GetSystemInfo(&si);
+  return si.dwPageSize;
+}
+
+/* The protection of the region holding p, as VirtualQuery shows it, in
+ * /proc/self/maps' words: "---p" reserved, "rw-p" or "rwxp" committed, ""
+ * free. */
+static const char *protection_at(const void *p) {
+  MEMORY_BASIC_INFORMATION mbi;
+  cr_assert_neq(VirtualQuery(p, &mbi, sizeof mbi), 0);
+  if (mbi.State == MEM_FREE) return "";
+  if (mbi.State == MEM_RESERVE) return "---p";
+  switch (mbi.Protect) {
+  case PAGE_NOACCESS: return "---p";
+  case PAGE_READWRITE: return "rw-p";
+  case PAGE_EXECUTE_READWRITE: return "rwxp";
+  default: return "?";
+  }
+}
+
+/* Whether any byte of [p, p + size) is in an allocation (not MEM_FREE). */
+static bool any_mapped(uintptr_t p, size_t size) {
+  MEMORY_BASIC_INFORMATION mbi;
+  for (uintptr_t at = p; at < p + size;) {
+    if (VirtualQuery((void *)at, &mbi, sizeof mbi) == 0) return false;
+    if (mbi.State != MEM_FREE) return true;
+    at = (uintptr_t)mbi.BaseAddress + mbi.RegionSize;
+  }
+  return false;
+}
+
+/* QueryWorkingSetEx answers for every address, reserved ones included. */
+static bool mincore_sees_inaccessible(void) { return true; }
+
+/* Resident pages of [p, p + size): those in the working set. */
+static size_t resident_pages(void *p, size_t size) {
+  size_t page = page_size(), n = size / page, count = 0;
+  PSAPI_WORKING_SET_EX_INFORMATION *v = calloc(n, sizeof *v);
+  cr_assert_not_null(v);
+  for (size_t i = 0; i < n; i++) v[i].VirtualAddress = (char *)p + i * page;
+  cr_assert(QueryWorkingSetEx(GetCurrentProcess(), v, (DWORD)(n * sizeof *v)),
+            "QueryWorkingSetEx: error %lu", GetLastError());
+  for (size_t i = 0; i < n; i++) count += v[i].VirtualAttributes.Valid;
+  free(v);
+  return count;
+}
+#else
+static size_t page_size(void) { return (size_t)sysconf(_SC_PAGESIZE); }
 
 /* The protection of the mapping holding p, as /proc/self/maps shows it
  * ("rw-p", "---p"), or "" if p is not mapped. */
@@ -116,7 +177,7 @@ static bool mincore_sees_inaccessible(void) {
 
 /* Resident pages of [p, p + size). */
 static size_t resident_pages(void *p, size_t size) {
-  size_t page = (size_t)sysconf(_SC_PAGESIZE), n = size / page, count = 0;
+  size_t page = page_size(), n = size / page, count = 0;
   unsigned char *vec = malloc(n);
   cr_assert_not_null(vec);
   cr_assert_eq(mincore(p, size, vec), 0);
@@ -124,6 +185,7 @@ static size_t resident_pages(void *p, size_t size) {
   free(vec);
   return count;
 }
+#endif
 
 /* ----------------------------------------------------------- the basics */
 
@@ -180,11 +242,17 @@ Test(reservations, eager_decommit_empties_the_pages_now) {
   cr_assert_not_null(r);
   cr_assert_eq(osmem_commit(r, 4 * MB), 0);
   memset(r, 1, 4 * MB);
-  size_t page = (size_t)sysconf(_SC_PAGESIZE);
-  cr_assert_eq(resident_pages(r, 4 * MB), 4 * MB / page);
+  cr_assert_eq(resident_pages(r, 4 * MB), 4 * MB / page_size());
   cr_assert_eq(osmem_decommit(r, 4 * MB), 0);
   cr_assert_eq(resident_pages(r, 4 * MB), 0);
+#ifdef _WIN32
+  /* DiscardVirtualMemory and MEM_RESET leave the contents undefined; the
+   * pages stay committed and usable. */
+  r[0] = 2;
+  cr_assert_eq(r[0], 2);
+#else
   cr_assert_eq(r[0], 0, "DONTNEED pages come back zeroed");
+#endif
 }
 
 Test(reservations, bad_arguments_are_einval_and_change_nothing) {
@@ -256,6 +324,44 @@ static size_t refuse_above;  /* mmap refuses larger requests */
 static bool ignore_hints;    /* mmap places everything elsewhere */
 static unsigned mmap_calls;
 
+#ifdef _WIN32
+/* Windows: VirtualAlloc and VirtualAlloc2 are the mmap. VirtualAlloc at an
+ * address lands there or fails; ignoring hints, it lands 64 KiB (one
+ * allocation granule) past it, which the backend must notice and undo.
+ * Commits (MEM_COMMIT alone) are not reservations: not counted. */
+static LPVOID WINAPI picky_alloc(LPVOID at, SIZE_T len, DWORD type,
+                                 DWORD prot) {
+  if (!(type & MEM_RESERVE)) return VirtualAlloc(at, len, type, prot);
+  mmap_calls++;
+  if (len > refuse_above) {
+    SetLastError(ERROR_NOT_ENOUGH_MEMORY);
+    return NULL;
+  }
+  if (ignore_hints && at) at = (char *)at + 65536;
+  return VirtualAlloc(at, len, type, prot);
+}
+
+static osmem__virtual_alloc2_fn real_alloc2;
+static PVOID WINAPI picky_alloc2(HANDLE h, PVOID at, SIZE_T len, ULONG type,
+                                 ULONG prot, MEM_EXTENDED_PARAMETER *ext,
+                                 ULONG n) {
+  mmap_calls++;
+  if (len > refuse_above) {
+    SetLastError(ERROR_NOT_ENOUGH_MEMORY);
+    return NULL;
+  }
+  return real_alloc2(h, at, len, type, prot, ext, n);
+}
+
+static void picky_install(void) {
+  osmem__windows_sys_reset();
+  real_alloc2 = osmem__windows_sys.VirtualAlloc2;
+  osmem__windows_sys.VirtualAlloc = picky_alloc;
+  if (real_alloc2) osmem__windows_sys.VirtualAlloc2 = picky_alloc2;
+}
+
+static void os_reset(void) { osmem__windows_sys_reset(); }
+#else
 static void *picky_mmap(void *addr, size_t len, int prot, int flags, int fd,
                         off_t off) {
   mmap_calls++;
@@ -273,10 +379,15 @@ static void *picky_mmap(void *addr, size_t len, int prot, int flags, int fd,
   return mmap(addr, len, prot, flags, fd, off);
 }
 
+static void picky_install(void) { osmem__posix_sys.mmap = picky_mmap; }
+
+static void os_reset(void) { osmem__posix_sys_reset(); }
+#endif
+
 Test(reservations, refusal_halves_down_to_min_and_says_how_much) {
   cr_assert_eq(osmem_init(), 0);
   refuse_above = 100 * MB;
-  osmem__posix_sys.mmap = picky_mmap;
+  picky_install();
   size_t got = 0;
   char *r = osmem_reserve(1024 * MB, 0, NULL, &got);
   cr_assert_not_null(r);
@@ -292,23 +403,29 @@ Test(reservations, refusal_halves_down_to_min_and_says_how_much) {
   r = osmem_reserve(1000 * MB, 90 * MB, NULL, &got);
   cr_assert_not_null(r);
   cr_assert_eq(got, 90 * MB, "min_len itself, when halving skips past it");
-  osmem__posix_sys_reset();
+  os_reset();
 }
 
 Test(reservations, a_kernel_that_ignores_hints_cannot_make_it_loop) {
   cr_assert_eq(osmem_init(), 0);
   refuse_above = SIZE_MAX;
   ignore_hints = true;
-  osmem__posix_sys.mmap = picky_mmap;
+  picky_install();
   mmap_calls = 0;
   char *r = osmem_reserve(64 * MB, 0, (void *)((uintptr_t)0x4200000000), NULL);
   cr_assert_not_null(r);
   cr_assert(is_mblock_aligned(r));
   cr_assert_leq(mmap_calls, 4,
                 "the table's page; hint, exact, over-allocate: then done");
-  osmem__posix_sys_reset();
+  os_reset();
 }
 
+/* Windows has no limit on address space: a job's memory limit counts
+ * committed memory, and an osmem_reserve reservation (MEM_RESERVE) has
+ * none, so nothing there shrinks it. The halving itself is tested above
+ * (refusal_halves_down_to_min_and_says_how_much), a job's limit on what the
+ * pool commits in test_windows.c (gets_past_the_job_limit_fail). */
+#ifndef _WIN32
 Test(reservations, rlimit_as_shrinks_the_reservation) {
   struct rlimit old;
   /* Room for about 512 MiB more than this process maps now. */
@@ -328,19 +445,37 @@ Test(reservations, rlimit_as_shrinks_the_reservation) {
   cr_assert_geq(got, 128 * MB, "halving finds one of 256 MiB or so");
   cr_assert_geq(stats_now().reserve_retries, (uint64_t)shift - 29);
 }
+#endif
 
+#ifdef _WIN32
+/* A commit the commit limit refuses (VirtualAlloc MEM_COMMIT of reserved
+ * pages, Windows' mprotect here). */
+static LPVOID WINAPI refuse_commit(LPVOID at, SIZE_T len, DWORD type,
+                                   DWORD prot) {
+  if (type == MEM_COMMIT) {
+    SetLastError(ERROR_COMMITMENT_LIMIT);
+    return NULL;
+  }
+  return VirtualAlloc(at, len, type, prot);
+}
+
+static void refuse_commits(void) { osmem__windows_sys.VirtualAlloc = refuse_commit; }
+#else
 static int refuse_mprotect(void *addr, size_t len, int prot) {
   (void)addr, (void)len, (void)prot;
   errno = ENOMEM; /* what strict overcommit says */
   return -1;
 }
 
+static void refuse_commits(void) { osmem__posix_sys.mprotect = refuse_mprotect; }
+#endif
+
 Test(reservations, a_refused_commit_is_enomem_not_a_crash) {
   char *r = osmem_reserve(4 * MB, 0, NULL, NULL);
   cr_assert_not_null(r);
-  osmem__posix_sys.mprotect = refuse_mprotect;
+  refuse_commits();
   cr_assert_eq(osmem_commit(r, MB), ENOMEM);
-  osmem__posix_sys_reset();
+  os_reset();
   cr_assert_str_eq(protection_at(r), "---p", "unchanged");
   cr_assert_eq(stats_now().bytes_committed, 0);
   cr_assert_eq(osmem_commit(r, MB), 0);
@@ -361,6 +496,9 @@ Test(reservations, many_reservations_grow_the_table) {
   cr_assert_eq(stats_now().user_reservations, N / 2);
 }
 
+/* Windows: VirtualAlloc's NULL is always a failure, so no allocation can
+ * be had at address 0 and there is nothing to guard against. */
+#ifndef _WIN32
 /* An OS that maps at address 0 (root may, and sanitizers rewrite hints):
  * the first reservation of each kind is placed there, without mapping
  * anything; munmap of it is recorded. */
@@ -400,6 +538,7 @@ Test(reservations, a_mapping_at_address_zero_is_never_used) {
   osmem__posix_sys_reset();
   assert_invariants();
 }
+#endif
 
 /* ------------------------------------------------------------ teardown */
 
@@ -420,6 +559,65 @@ static void spans_cut(uintptr_t lo, uintptr_t hi) {
   }
 }
 
+static int fail_meta_maps, fail_unmaps; /* the next this many fail */
+
+#ifdef _WIN32
+/* Windows: a span is an allocation (VirtualAlloc or VirtualAlloc2 with
+ * MEM_RESERVE), and only VirtualFree(MEM_RELEASE) of its base takes it
+ * away, whole: a decommit keeps the address space. Bookkeeping (committed,
+ * asked for anywhere) fails while fail_meta_maps says so, VirtualFree while
+ * fail_unmaps does. */
+static void span_add(void *p, size_t len) {
+  cr_assert_lt(span_count, MAX_SPANS);
+  spans[span_count].lo = (uintptr_t)p;
+  spans[span_count++].hi = (uintptr_t)p + len;
+}
+
+static LPVOID WINAPI recording_alloc(LPVOID at, SIZE_T len, DWORD type,
+                                     DWORD prot) {
+  if (!(type & MEM_RESERVE)) return VirtualAlloc(at, len, type, prot);
+  if (at == NULL && (type & MEM_COMMIT) && fail_meta_maps > 0) {
+    fail_meta_maps--;
+    SetLastError(ERROR_NOT_ENOUGH_MEMORY);
+    return NULL;
+  }
+  void *p = VirtualAlloc(at, len, type, prot);
+  if (p) span_add(p, len);
+  return p;
+}
+
+static PVOID WINAPI recording_alloc2(HANDLE h, PVOID at, SIZE_T len,
+                                     ULONG type, ULONG prot,
+                                     MEM_EXTENDED_PARAMETER *ext, ULONG n) {
+  void *p = real_alloc2(h, at, len, type, prot, ext, n);
+  if (p) span_add(p, len);
+  return p;
+}
+
+static BOOL WINAPI recording_free(LPVOID p, SIZE_T len, DWORD type) {
+  if (fail_unmaps > 0) {
+    fail_unmaps--;
+    SetLastError(ERROR_NOT_ENOUGH_MEMORY);
+    return FALSE;
+  }
+  if (!VirtualFree(p, len, type)) return FALSE;
+  for (size_t i = 0; type == MEM_RELEASE && i < span_count; i++)
+    if (spans[i].lo == (uintptr_t)p) {
+      spans_cut(spans[i].lo, spans[i].hi);
+      break;
+    }
+  return TRUE;
+}
+
+static void recording_install(void) {
+  cr_assert_eq(osmem_init(), 0); /* the optional entries are looked up */
+  osmem__windows_sys_reset();
+  real_alloc2 = osmem__windows_sys.VirtualAlloc2;
+  osmem__windows_sys.VirtualAlloc = recording_alloc;
+  if (real_alloc2) osmem__windows_sys.VirtualAlloc2 = recording_alloc2;
+  osmem__windows_sys.VirtualFree = recording_free;
+}
+#else
 static void *recording_mmap(void *addr, size_t len, int prot, int flags,
                             int fd, off_t off) {
   void *p = mmap(addr, len, prot, flags, fd, off);
@@ -436,6 +634,8 @@ static int recording_munmap(void *addr, size_t len) {
   if (r == 0) spans_cut((uintptr_t)addr, (uintptr_t)addr + len);
   return r;
 }
+
+#endif
 
 static size_t spans_bytes(void) {
   size_t sum = 0;
@@ -477,8 +677,12 @@ static void use_everything(void) {
 }
 
 Test(teardown, leaves_no_mapping_behind) {
+#ifdef _WIN32
+  recording_install();
+#else
   osmem__posix_sys.mmap = recording_mmap;
   osmem__posix_sys.munmap = recording_munmap;
+#endif
   use_everything();
   size_t before = spans_bytes();
   cr_assert_gt(before, 300 * MB);
@@ -494,11 +698,10 @@ Test(teardown, leaves_no_mapping_behind) {
     cr_assert(!any_mapped(live[i].lo, live[i].hi - live[i].lo),
               "%#lx-%#lx still mapped", (unsigned long)live[i].lo,
               (unsigned long)live[i].hi);
-  osmem__posix_sys_reset();
+  os_reset();
 }
 
-static int fail_meta_maps, fail_unmaps;
-
+#ifndef _WIN32 /* Windows: recording_alloc and recording_free fail */
 static void *faulty_recording_mmap(void *addr, size_t len, int prot,
                                    int flags, int fd, off_t off) {
   if (!(flags & MAP_NORESERVE) && fail_meta_maps > 0) {
@@ -517,11 +720,16 @@ static int faulty_recording_munmap(void *addr, size_t len) {
   }
   return recording_munmap(addr, len);
 }
+#endif
 
 Test(teardown, a_mapping_whose_undo_failed_is_given_back_later) {
   cr_assert_eq(osmem_init(), 0);
+#ifdef _WIN32
+  recording_install();
+#else
   osmem__posix_sys.mmap = faulty_recording_mmap;
   osmem__posix_sys.munmap = faulty_recording_munmap;
+#endif
   /* The reservation is mapped, its bookkeeping is refused, and so is the
    * munmap that undoes it. */
   fail_meta_maps = 1;
@@ -538,7 +746,7 @@ Test(teardown, a_mapping_whose_undo_failed_is_given_back_later) {
                spans_bytes());
   cr_assert_not_null(osmem_get_mblocks(1), "works once faults stop");
   assert_invariants();
-  osmem__posix_sys_reset();
+  os_reset();
 }
 
 Test(teardown, resets_and_the_library_works_again) {
@@ -571,36 +779,73 @@ Test(teardown, resets_and_the_library_works_again) {
   }
 }
 
-/* A thread that used its cache before the teardown and goes on after it. */
+/* A barrier of the two threads below, waited at by thread `me` (0 or 1). */
+#ifdef _WIN32
+/* Wine 8.0 has no SYNCHRONIZATION_BARRIER: a semaphore for each thread,
+ * released when it arrives; each waits for the other's. */
+static HANDLE arrived[2];
+static void step_init(void) {
+  for (int i = 0; i < 2; i++)
+    cr_assert_not_null(arrived[i] = CreateSemaphoreA(NULL, 0, 2, NULL));
+}
+static void step_wait(int me) {
+  ReleaseSemaphore(arrived[me], 1, NULL);
+  WaitForSingleObject(arrived[!me], INFINITE);
+}
+#else
 static pthread_barrier_t step;
+static void step_init(void) { pthread_barrier_init(&step, NULL, 2); }
+static void step_wait(int me) {
+  (void)me;
+  pthread_barrier_wait(&step);
+}
+#endif
 
+/* A thread that used its cache before the teardown and goes on after it. */
 static void *cache_user(void *arg) {
   (void)arg;
   for (int round = 0; round < 2; round++) {
     void *p[8];
     for (int i = 0; i < 8; i++) cr_assert_not_null(p[i] = osmem_get_mblocks(1));
     for (int i = 0; i < 8; i++) cr_assert_eq(osmem_free_mblocks(p[i], 1), 0);
-    pthread_barrier_wait(&step); /* the main thread tears down */
-    pthread_barrier_wait(&step);
+    step_wait(1); /* the main thread tears down */
+    step_wait(1);
   }
   return NULL;
 }
 
+#ifdef _WIN32
+static DWORD WINAPI cache_user_thread(LPVOID arg) {
+  cache_user(arg);
+  return 0;
+}
+#endif
+
 Test(teardown, threads_keep_their_caches_across_it) {
-  pthread_barrier_init(&step, NULL, 2);
+  step_init();
+#ifdef _WIN32
+  HANDLE t = CreateThread(NULL, 0, cache_user_thread, NULL, 0, NULL);
+  cr_assert_not_null(t);
+#else
   pthread_t t;
   cr_assert_eq(pthread_create(&t, NULL, cache_user, NULL), 0);
+#endif
   for (int round = 0; round < 2; round++) {
-    pthread_barrier_wait(&step);
+    step_wait(0);
     cr_assert_gt(stats_now().mblocks_cached, 0);
     cr_assert_eq(osmem_teardown(), 0);
     cr_assert_eq(stats_now().mblocks_cached, 0);
     assert_invariants();
-    pthread_barrier_wait(&step);
+    step_wait(0);
   }
+#ifdef _WIN32
+  WaitForSingleObject(t, INFINITE);
+  CloseHandle(t);
+#else
   pthread_join(t, NULL);
+#endif
   assert_invariants();
   cr_assert_eq(stats_now().mblocks_in_use, 0);
 }
 
-#endif /* POSIX */
+#endif /* POSIX and Windows */
