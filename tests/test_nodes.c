@@ -206,22 +206,6 @@ Test(nodes, plain_get_may_use_a_node_pool_and_frees_go_back_to_it) {
   assert_invariants();
 }
 
-Test(nodes, a_free_spanning_two_nodes_splits_by_node) {
-  fake_topology();
-  /* Fresh megablocks are carved top down, so a later get lies just below. */
-  char *hi = osmem_get_mblocks_on_node(1, 1);
-  char *lo = osmem_get_mblocks_on_node(1, 0);
-  cr_assert_not_null(hi);
-  cr_assert_not_null(lo);
-  if (lo + MB != hi) cr_skip_test("the two gets are not adjacent");
-  cr_assert_eq(osmem_free_mblocks(lo, 2), 0, "one free over both nodes");
-  assert_invariants();
-  cr_assert_eq(stats_now().pool_ranges, 2, "two pools, one range each");
-  cr_assert_eq(osmem_get_mblocks_on_node(1, 1), hi);
-  cr_assert_eq(osmem_get_mblocks_on_node(1, 0), lo);
-  assert_invariants();
-}
-
 Test(nodes, policy_picks_the_mbind_mode) {
   fake_topology();
   cr_assert_not_null(osmem_get_mblocks_on_node(1, 1));
@@ -396,6 +380,43 @@ Test(nodes, released_addresses_reused_lose_their_node) {
   cr_assert_geq(reserve_calls, 3);
   cr_assert_leq(reserve_calls, 6, "each within the arena");
 }
+/* Reservations at the offsets into the arena the test lists, in order. */
+static size_t placements[4];
+static int placed;
+static void *listed_mmap(void *addr, size_t len, int prot, int flags, int fd,
+                         off_t off) {
+  if (!(flags & MAP_NORESERVE) || placed == 4 || !placements[placed])
+    return mmap(addr, len, prot, flags, fd, off);
+  char *at = arena + placements[placed++];
+  return mmap(at, len, prot, (flags & ~MAP_FIXED_NOREPLACE) | MAP_FIXED, fd,
+              off);
+}
+
+/* Node 0's reservation placed right below node 1's (as the kernel, placing
+ * top down, often does): one free over the boundary returns each megablock
+ * to its own node's pool. */
+Test(nodes, a_free_spanning_two_nodes_splits_by_node) {
+  char *r = mmap(NULL, (size_t)512 << 20, PROT_NONE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  cr_assert_neq(r, MAP_FAILED);
+  arena = (char *)(((uintptr_t)r + MB - 1) & ~(uintptr_t)(MB - 1));
+  placements[0] = (size_t)64 << 20, placements[1] = (size_t)48 << 20;
+  fake_topology();
+  osmem__posix_sys.mmap = listed_mmap;
+  /* Fresh megablocks are carved top down: after 15, the 16th is the base. */
+  cr_assert_not_null(osmem_get_mblocks_on_node(15, 1));
+  char *hi = osmem_get_mblocks_on_node(1, 1);
+  char *lo = osmem_get_mblocks_on_node(1, 0);
+  cr_assert_eq(hi, arena + (64 << 20), "node 1's reservation where placed");
+  cr_assert_eq(lo + MB, hi, "node 0's top megablock just below");
+  cr_assert_eq(osmem_free_mblocks(lo, 2), 0, "one free over both nodes");
+  assert_invariants();
+  cr_assert_eq(stats_now().pool_ranges, 2, "two pools, one range each");
+  cr_assert_eq(osmem_get_mblocks_on_node(1, 1), hi);
+  cr_assert_eq(osmem_get_mblocks_on_node(1, 0), lo);
+  assert_invariants();
+}
+
 /* A task bound to node 1 with MPOL_BIND | MPOL_F_STATIC_NODES (numactl
  * --membind with static nodes): the mode carries a flag, and the binding
  * must still narrow the allowed set. */
