@@ -336,20 +336,31 @@ Test(nodes, refused_interleave_still_hands_out_a_plain_get) {
   assert_invariants();
 }
 
-/* Reservations placed by the test: the first at X + 64 MiB, the second over
- * the first's old addresses (after a release, 16 MiB again), the rest far
- * away. */
+/* Reservations (MAP_NORESERVE mappings) placed by the test: the k-th at
+ * the k-th offset listed into an arena of 512 MiB, any further one where
+ * the kernel likes. Counted. */
 static char *arena;
+static size_t placements[8];
 static int reserve_calls;
 static void *placing_mmap(void *addr, size_t len, int prot, int flags, int fd,
                           off_t off) {
   if (!(flags & MAP_NORESERVE)) return mmap(addr, len, prot, flags, fd, off);
-  reserve_calls++;
-  char *at = arena + (reserve_calls <= 2
-                          ? (64 << 20)
-                          : (128 << 20) + (size_t)(reserve_calls - 3) * (64 << 20));
-  return mmap(at, len, prot, (flags & ~MAP_FIXED_NOREPLACE) | MAP_FIXED, fd,
-              off);
+  int k = reserve_calls++;
+  if (k >= 8 || !placements[k]) return mmap(addr, len, prot, flags, fd, off);
+  return mmap(arena + placements[k], len, prot,
+              (flags & ~MAP_FIXED_NOREPLACE) | MAP_FIXED, fd, off);
+}
+
+/* Maps the arena and lists the offsets, in MiB (0 ends the list). */
+static void place_reservations(const unsigned *mib) {
+  char *r = mmap(NULL, (size_t)512 << 20, PROT_NONE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  cr_assert_neq(r, MAP_FAILED);
+  arena = (char *)(((uintptr_t)r + MB - 1) & ~(uintptr_t)(MB - 1));
+  for (int k = 0; k < 8; k++) placements[k] = (size_t)mib[k] << 20;
+  reserve_calls = 0;
+  fake_topology();
+  osmem__posix_sys.mmap = placing_mmap;
 }
 
 /* Addresses that held node 1's megablocks, released and then mapped again,
@@ -357,13 +368,10 @@ static void *placing_mmap(void *addr, size_t len, int prot, int flags, int fd,
  * keep every pool's count right (a stale node tag once sent such a free to
  * node 1's pool and wrapped its count). */
 Test(nodes, released_addresses_reused_lose_their_node) {
-  char *r = mmap(NULL, (size_t)512 << 20, PROT_NONE,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  cr_assert_neq(r, MAP_FAILED);
-  arena = (char *)(((uintptr_t)r + MB - 1) & ~(uintptr_t)(MB - 1));
-  osmem__posix_sys.mmap = placing_mmap;
-  fake_topology();
-  osmem__posix_sys.mmap = placing_mmap;
+  /* The second over the first's old addresses (after a release, 16 MiB
+   * again), the rest further away. */
+  static const unsigned at[8] = {64, 64, 128, 192, 256, 320};
+  place_reservations(at);
   char *a = osmem_get_mblocks_on_node(16, 1); /* all of reservation 1 */
   cr_assert_eq(a, arena + (64 << 20));
   cr_assert_eq(osmem_free_mblocks(a, 16), 0);
@@ -380,29 +388,13 @@ Test(nodes, released_addresses_reused_lose_their_node) {
   cr_assert_geq(reserve_calls, 3);
   cr_assert_leq(reserve_calls, 6, "each within the arena");
 }
-/* Reservations at the offsets into the arena the test lists, in order. */
-static size_t placements[4];
-static int placed;
-static void *listed_mmap(void *addr, size_t len, int prot, int flags, int fd,
-                         off_t off) {
-  if (!(flags & MAP_NORESERVE) || placed == 4 || !placements[placed])
-    return mmap(addr, len, prot, flags, fd, off);
-  char *at = arena + placements[placed++];
-  return mmap(at, len, prot, (flags & ~MAP_FIXED_NOREPLACE) | MAP_FIXED, fd,
-              off);
-}
 
 /* Node 0's reservation placed right below node 1's (as the kernel, placing
  * top down, often does): one free over the boundary returns each megablock
  * to its own node's pool. */
 Test(nodes, a_free_spanning_two_nodes_splits_by_node) {
-  char *r = mmap(NULL, (size_t)512 << 20, PROT_NONE,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  cr_assert_neq(r, MAP_FAILED);
-  arena = (char *)(((uintptr_t)r + MB - 1) & ~(uintptr_t)(MB - 1));
-  placements[0] = (size_t)64 << 20, placements[1] = (size_t)48 << 20;
-  fake_topology();
-  osmem__posix_sys.mmap = listed_mmap;
+  static const unsigned at[8] = {64, 48};
+  place_reservations(at);
   /* Fresh megablocks are carved top down: after 15, the 16th is the base. */
   cr_assert_not_null(osmem_get_mblocks_on_node(15, 1));
   char *hi = osmem_get_mblocks_on_node(1, 1);
