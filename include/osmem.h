@@ -365,7 +365,8 @@ OSMEM_EXTERN int osmem_unreserve(void *base);
  * rounded up to pages; the range may be any memory the process has mapped.
  * Returns 0, or EINVAL (p NULL or unaligned, size 0, p + size overflows),
  * EFAULT (part of the range is not mapped), EACCES (the system forbids
- * writable executable pages), ENOSYS on wasm.
+ * writable executable pages), ENOMEM (the OS had no memory for the change;
+ * on Windows also a refused commit of reserved pages), ENOSYS on wasm.
  */
 OSMEM_EXTERN int osmem_set_executable(void *p, size_t size, bool exec);
 

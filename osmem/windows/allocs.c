@@ -20,7 +20,9 @@
  * and counted only once all have been; if one refuses, those done are
  * committed again and the call fails. A release the OS refuses leaves the
  * allocation in the table, fully given back, to be released again by
- * osmem__os_retry_discards.
+ * osmem__os_retry_discards; so does an allocation the backend made and
+ * undoes at once (a misplaced reservation, reserve.c), and the table's own
+ * old storage.
  *
  * The table is sorted by base; its storage comes from VirtualAlloc (never
  * malloc): 64 entries in static storage first, then a table that doubles,
@@ -68,17 +70,24 @@ static struct alloc *holding(uintptr_t addr) {
 }
 
 /* Table storage is not counted in os_maps (it is not memory handed out),
- * but goes through the call table so that tests can refuse it. */
-int osmem__windows_track_room(void) {
-  if (count < cap) return 0;
-  size_t bytes = 2 * cap * sizeof *table;
-  struct alloc *bigger = osmem__windows_sys.VirtualAlloc(
-      NULL, bytes, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
-  if (!bigger) return ENOMEM;
-  memcpy(bigger, table, count * sizeof *table);
-  if (table != static_table) osmem__windows_sys.VirtualFree(table, 0, MEM_RELEASE);
-  table = bigger;
-  cap *= 2;
+ * but goes through the call table so that tests can refuse it. The old
+ * storage is released; where the OS refuses, it is recorded in the new
+ * table, given back, for osmem__os_retry_discards. */
+int osmem__windows_track_room(size_t n) {
+  while (cap - count < n + 1) {
+    size_t bytes = 2 * cap * sizeof *table;
+    struct alloc *bigger = osmem__windows_sys.VirtualAlloc(
+        NULL, bytes, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
+    if (!bigger) return ENOMEM;
+    memcpy(bigger, table, count * sizeof *table);
+    struct alloc *old = table;
+    size_t old_bytes = cap * sizeof *table;
+    table = bigger;
+    cap *= 2;
+    if (old != static_table &&
+        !osmem__windows_sys.VirtualFree(old, 0, MEM_RELEASE))
+      osmem__windows_track_given_back(old, old_bytes);
+  }
   return 0;
 }
 
@@ -89,14 +98,21 @@ void osmem__windows_track(void *base, size_t size, bool inaccessible) {
   count++;
 }
 
+void osmem__windows_track_given_back(void *base, size_t size) {
+  if (count == cap) return; /* cannot happen: track_room made room */
+  osmem__windows_track(base, size, false);
+  holding((uintptr_t)base)->given_back = size;
+}
+
 /* After a teardown nothing is left: the table's own storage goes too, so
- * that a teardown leaves no mapping behind. */
+ * that a teardown leaves no mapping behind (where the OS refuses, the
+ * table keeps it, and tries again when it is empty next). */
 static void untrack(struct alloc *a) {
   size_t i = (size_t)(a - table);
   memmove(a, a + 1, (count - i - 1) * sizeof *table);
   count--;
-  if (count == 0 && table != static_table) {
-    osmem__windows_sys.VirtualFree(table, 0, MEM_RELEASE);
+  if (count == 0 && table != static_table &&
+      osmem__windows_sys.VirtualFree(table, 0, MEM_RELEASE)) {
     table = static_table;
     cap = STATIC_ENTRIES;
   }
@@ -204,7 +220,7 @@ size_t osmem__os_retry_discards(void) {
 /* ------------------------------------------------------------ bookkeeping */
 
 int osmem__os_meta_alloc(size_t size, void **out) {
-  if (osmem__windows_track_room() != 0) return ENOMEM;
+  if (osmem__windows_track_room(0) != 0) return ENOMEM;
   void *p = osmem__windows_alloc(NULL, size, MEM_RESERVE | MEM_COMMIT,
                                  PAGE_READWRITE);
   if (!p) return ENOMEM;

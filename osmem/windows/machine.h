@@ -20,13 +20,17 @@ OSMEM_HIDDEN extern uintptr_t osmem__windows_max_address;
  * that sub-ranges can be given back although VirtualFree(MEM_RELEASE) frees
  * only a whole allocation. Lock held for all of these. */
 
-/* Room for one more entry: 0 or ENOMEM. Made before the allocation it is
+/* Room for one more entry, and for n allocations undone on the way whose
+ * release may be refused: 0 or ENOMEM. Made before the allocation it is
  * for, so that an allocation is never made that cannot be recorded. */
-OSMEM_HIDDEN int osmem__windows_track_room(void);
+OSMEM_HIDDEN int osmem__windows_track_room(size_t n);
 /* Records a fresh allocation (after track_room). inaccessible: reserved
  * only, the caller commits pieces (osmem_reserve's). */
 OSMEM_HIDDEN void osmem__windows_track(void *base, size_t size,
                                        bool inaccessible);
+/* Records an allocation nobody uses whose release the OS refused (after
+ * track_room): osmem__os_retry_discards releases it. */
+OSMEM_HIDDEN void osmem__windows_track_given_back(void *base, size_t size);
 /* Whether addr lies in a live inaccessible allocation. */
 OSMEM_HIDDEN bool osmem__windows_in_inaccessible(uintptr_t addr);
 

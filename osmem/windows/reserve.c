@@ -42,13 +42,22 @@ static void count(atomic_uint_least64_t *counter) {
   atomic_fetch_add_explicit(counter, 1, memory_order_relaxed);
 }
 
-/* Gives back an allocation that was never tracked (a miss). */
-static void undo(void *p) { (void)osmem__windows_free(p, 0, MEM_RELEASE); }
+/* Gives back an allocation that was never tracked (a miss). Where the OS
+ * refuses, it is tracked as given back, for osmem__os_retry_discards:
+ * osmem__os_reserve made room for every undo it may make (UNDOS). */
+static void undo(void *p, size_t size) {
+  if (!osmem__windows_free(p, 0, MEM_RELEASE))
+    osmem__windows_track_given_back(p, size);
+}
+
+/* The most undos one osmem__os_reserve makes: at the hint, VirtualAlloc2,
+ * and two for each try of the probe. */
+#define UNDOS (2 + 2 * RETRIES)
 
 static void *at_hint(void *hint, size_t size, DWORD type, DWORD prot) {
   void *p = osmem__windows_alloc(hint, size, type, prot);
   if (p && p != hint) { /* cannot happen for an aligned hint; be sure */
-    undo(p);
+    undo(p, size);
     return NULL;
   }
   if (p) count(&osmem__os_count.align_hint_hits);
@@ -64,7 +73,7 @@ static void *aligned_by_os(size_t size, size_t align, DWORD type, DWORD prot,
     count(&osmem__os_count.align_exact_hits);
     return p;
   }
-  if (p) undo(p); /* an OS that ignored the requirement */
+  if (p) undo(p, size); /* an OS that ignored the requirement */
   else *gone = osmem__windows_errno(GetLastError()) == ENOMEM;
   return NULL;
 }
@@ -78,13 +87,13 @@ static void *by_probe(size_t size, size_t align, DWORD type, DWORD prot) {
         osmem__windows_alloc(NULL, size + slack, MEM_RESERVE, PAGE_NOACCESS);
     if (!probe) return NULL;
     uintptr_t first = ((uintptr_t)probe + align - 1) & ~(uintptr_t)(align - 1);
-    undo(probe);
+    undo(probe, size + slack);
     void *p = osmem__windows_alloc((void *)first, size, type, prot);
     if (p == (void *)first) {
       count(&osmem__os_count.align_trims);
       return p;
     }
-    if (p) undo(p);
+    if (p) undo(p, size);
   }
   return NULL;
 }
@@ -99,7 +108,7 @@ int osmem__os_reserve(size_t size, size_t align, void *hint,
   DWORD type = inaccessible ? MEM_RESERVE : MEM_RESERVE | MEM_COMMIT;
   DWORD prot = inaccessible ? PAGE_NOACCESS : PAGE_READWRITE;
   if (align < osmem__windows_granularity) align = osmem__windows_granularity;
-  if (osmem__windows_track_room() != 0) return ENOMEM;
+  if (osmem__windows_track_room(UNDOS) != 0) return ENOMEM;
   void *p = NULL;
   bool gone = false;
   if (hint && aligned((uintptr_t)hint, align))
