@@ -23,6 +23,7 @@
 
 #include "helpers.h"
 #include "child-check.h"
+#include "sweep-fault.h"
 
 #include "../osmem/posix/sys.h"
 
@@ -48,12 +49,8 @@ static const int call_errs[CALLS][5] = {
 };
 
 static struct {
-  enum call target;
-  long fail_at;   /* the call (counted from 0) that fails */
-  bool from_k_on; /* and every one after it */
+  enum call target; /* the kind of call that fails (sweep-fault.h: which) */
   int err;
-  long seen;
-  bool fired, on;
   bool hostile; /* hints ignored, reservations never aligned */
 } sw;
 
@@ -61,14 +58,9 @@ static struct osmem__posix_sys real;
 
 /* Whether this call of `c` fails (errno set). */
 static bool fails(enum call c) {
-  if (!sw.on || c != sw.target) return false;
-  long k = sw.seen++;
-  if (k == sw.fail_at || (sw.from_k_on && k > sw.fail_at)) {
-    sw.fired = true;
-    errno = sw.err;
-    return true;
-  }
-  return false;
+  if (c != sw.target || !fault_due()) return false;
+  errno = sw.err;
+  return true;
 }
 
 /* Hostile placement: every reservation (MAP_NORESERVE) lands where it was
@@ -187,21 +179,7 @@ static void script(void) {
   check_live();
   get(100);
   while (nlive > 0) free_run(0);
-  CHECK(osmem_teardown() == 0 || sw.fired);
-}
-
-/* Once the faults stop, the library works: everything a program needs. */
-static void works_again(void) {
-  sw.on = false;
-  (void)osmem_release_free_memory();
-  char *p = osmem_get_mblocks(5);
-  CHECK(p != NULL);
-  memset(p, 7, 5 * MB);
-  CHECK(osmem_free_mblocks(p, 5) == 0);
-  char *q = osmem_get_mblocks_on_node(1, 0);
-  CHECK(q != NULL && osmem_free_mblocks(q, 1) == 0);
-  CHECK(osmem_reserve(4 * MB, 0, NULL, NULL) != NULL);
-  CHECK(osmem__check_invariants() == 0);
+  CHECK(osmem_teardown() == 0 || fault.fired);
 }
 
 /* ---------------------------------------------------------------- driver */
@@ -214,11 +192,10 @@ static int run_child(enum call c, long k, int err, bool from_k_on,
   cr_assert_geq(pid, 0);
   if (pid == 0) {
     install();
-    sw.target = c, sw.fail_at = k, sw.err = err, sw.from_k_on = from_k_on;
-    sw.on = true;
-    sw.hostile = hostile;
+    sw.target = c, sw.err = err, sw.hostile = hostile;
+    fault_arm(k, from_k_on);
     script();
-    bool fired = sw.fired;
+    bool fired = fault.fired;
     works_again();
     _exit(fired ? 0 : 1);
   }

@@ -32,6 +32,7 @@
 
 #include "helpers.h"
 #include "osmem/wasm/sys.h"
+#include "sweep-fault.h"
 
 #ifndef __wasi__
 #error "tests/test_sweep_wasm.c is built for the wasm backend only"
@@ -46,10 +47,7 @@ static struct {
   uint64_t lo, hi; /* the arena, in real memory */
   uint64_t end;    /* the fake end of memory */
   uint64_t grown;  /* bytes the library grew (not the other grower) */
-  long fail_at;    /* the grow (from 0) that is refused */
-  bool from_k_on;  /* and every one after it */
-  bool on, fired, hostile;
-  long seen;
+  bool hostile;
   unsigned foreign; /* grows by the other grower */
 } fake;
 
@@ -66,13 +64,7 @@ static uint64_t foreign_growth(void) {
 static size_t fake_grow(size_t pages) {
   if (fake.hostile && fake.end + 16 * PAGE <= fake.hi)
     fake.end += foreign_growth();
-  if (fake.on) {
-    long k = fake.seen++;
-    if (k == fake.fail_at || (fake.from_k_on && k > fake.fail_at)) {
-      fake.fired = true;
-      return SIZE_MAX;
-    }
-  }
+  if (fault_due()) return SIZE_MAX; /* which grow: sweep-fault.h */
   uint64_t bytes = (uint64_t)pages * PAGE;
   if (bytes > fake.hi - fake.end) return SIZE_MAX; /* the arena's limit */
   uint64_t old = fake.end;
@@ -163,20 +155,6 @@ static void script(void) {
 }
 
 /* Once grows stop failing, the library works: everything a program needs. */
-static void works_again(void) {
-  fake.on = false;
-  char *p = osmem_get_mblocks(5);
-  CHECK(p != NULL);
-  if (p) {
-    memset(p, 7, 5 * MB);
-    CHECK(osmem_free_mblocks(p, 5) == 0);
-  }
-  char *q = osmem_get_mblocks_on_node(1, 0);
-  CHECK(q != NULL && osmem_free_mblocks(q, 1) == 0);
-  CHECK(osmem__check_invariants() == 0);
-  CHECK(all_accounted());
-}
-
 /* ---------------------------------------------------------------- driver */
 
 /* Makes the arena once: the fake memory every case starts from. */
@@ -197,14 +175,14 @@ static bool run_case(long k, bool from_k_on, bool hostile) {
   osmem__forget_everything();
   osmem__wasm_rooms_save(&real_rooms);
   osmem__wasm_rooms_restore(&fresh);
-  fake.end = fake.lo, fake.grown = 0, fake.seen = 0, fake.foreign = 0;
-  fake.fail_at = k, fake.from_k_on = from_k_on, fake.hostile = hostile;
-  fake.fired = false, fake.on = true;
+  fake.end = fake.lo, fake.grown = 0, fake.foreign = 0;
+  fake.hostile = hostile;
+  fault_arm(k, from_k_on);
   failed_line = 0, nlive = 0;
   osmem__wasm_sys.memory_size = fake_size;
   osmem__wasm_sys.memory_grow = fake_grow;
   script();
-  bool fired = fake.fired;
+  bool fired = fault.fired;
   works_again();
   /* Back to real memory before anything may call malloc. */
   osmem__forget_everything();
@@ -248,7 +226,8 @@ Test(sweep_wasm, accounting_sees_a_lost_grow) {
   osmem__forget_everything();
   osmem__wasm_rooms_save(&real_rooms);
   osmem__wasm_rooms_restore(&fresh);
-  fake.end = fake.lo, fake.grown = 0, fake.on = false, fake.hostile = false;
+  fake.end = fake.lo, fake.grown = 0, fake.hostile = false;
+  fault.on = false;
   osmem__wasm_sys.memory_size = fake_size;
   osmem__wasm_sys.memory_grow = fake_grow;
   void *p = osmem_get_mblocks(1);

@@ -45,6 +45,7 @@
 #include "helpers.h"
 #include "../osmem/backend.h"
 #include "../osmem/windows/sys.h"
+#include "sweep-fault.h"
 
 #define MB OSMEM_MBLOCK_SIZE
 #define MAX_POINTS 600
@@ -79,12 +80,8 @@ static const char *placement_name[] = {"", " (hostile placement)",
                                        " (no VirtualAlloc2)"};
 
 static struct {
-  enum call target;
-  long fail_at;   /* the call (counted from 0) that fails */
-  bool from_k_on; /* and every one after it */
+  enum call target; /* the kind of call that fails (sweep-fault.h: which) */
   DWORD err;
-  long seen;
-  bool fired, on;
   enum placement placement;
   unsigned addressed; /* VirtualAllocs at an address (hostile: every other) */
   bool in_teardown;   /* the script's osmem_teardown is running */
@@ -129,15 +126,7 @@ static struct rec *recorded(const void *p) {
 /* ---------------------------------------------------------------- faults */
 
 /* Whether this call of `c` fails. */
-static bool fails(enum call c) {
-  if (!sw.on || c != sw.target) return false;
-  long k = sw.seen++;
-  if (k == sw.fail_at || (sw.from_k_on && k > sw.fail_at)) {
-    sw.fired = true;
-    return true;
-  }
-  return false;
-}
+static bool fails(enum call c) { return c == sw.target && fault_due(); }
 
 /* An allocation of size bytes at 64 KiB past a 1 MiB boundary, where a
  * free one can be found: off the megablock grid. */
@@ -372,23 +361,7 @@ static void script(void) {
   int err = osmem_teardown();
   sw.in_teardown = false;
   sw.teardown_err = err;
-  CHECK(err == 0 || (err == ENOMEM && sw.fired));
-}
-
-/* Once the faults stop, the library works: everything a program needs. */
-static void works_again(void) {
-  sw.on = false;
-  (void)osmem_release_free_memory();
-  char *p = osmem_get_mblocks(5);
-  CHECK(p != NULL);
-  if (p) {
-    memset(p, 7, 5 * MB);
-    CHECK(osmem_free_mblocks(p, 5) == 0);
-  }
-  char *q = osmem_get_mblocks_on_node(1, 0);
-  CHECK(q != NULL && osmem_free_mblocks(q, 1) == 0);
-  CHECK(osmem_reserve(4 * MB, 0, NULL, NULL) != NULL);
-  CHECK(osmem__check_invariants() == 0);
+  CHECK(err == 0 || (err == ENOMEM && fault.fired));
 }
 
 /* A teardown whose unmap the OS refused answers ENOMEM and leaves that
@@ -453,13 +426,12 @@ static void nothing_leaked(void) {
  * such calls). failed_line says which check failed, if one did. */
 static bool run_case(enum call c, long k, DWORD err, bool from_k_on,
                      enum placement placement) {
-  sw.target = c, sw.fail_at = k, sw.err = err, sw.from_k_on = from_k_on;
-  sw.seen = 0, sw.fired = false, sw.placement = placement, sw.addressed = 0;
+  sw.target = c, sw.err = err, sw.placement = placement, sw.addressed = 0;
   sw.teardown_err = 0, sw.teardown_refused_decommit = false;
   failed_line = 0, failed_what[0] = 0, nlive = 0, nrecs = 0;
-  sw.on = true;
+  fault_arm(k, from_k_on);
   script();
-  bool fired = sw.fired;
+  bool fired = fault.fired;
   works_again(); /* faults off */
   while (nlive > 0) free_run(0);
   int td = osmem_teardown();
