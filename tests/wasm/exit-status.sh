@@ -12,15 +12,8 @@
 # Criterion. Exit: 0 all as expected, 1 any not, 77 engine missing (SKIP).
 set -u
 read -r engine module <"$1" || { echo "FAIL: cannot read $1"; exit 1; }
-case $engine in
-  wasmtime) runner=${WASMTIME_RUNNER:-} ;;
-  node) runner=${NODE_RUNNER:-} ;;
-  *) echo "exit-status.sh: unknown engine $engine" >&2; exit 2 ;;
-esac
-if [ -z "$runner" ]; then
-  echo "SKIP: no $engine runner was found at configure time; install it as the README's WebAssembly section says and re-run configure"
-  exit 77
-fi
+. "$(dirname "$0")/engine.sh"
+engine_runner "$engine"
 # The wasmtime command (not PyPI's engine under tests/wasm/run-wasmtime.py)
 # turns proc_exit statuses of 126 and more into 1: nothing a runner script can
 # change, so those cases SKIP there, with the reason.

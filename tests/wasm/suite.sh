@@ -10,15 +10,8 @@
 set -u
 engine=$1
 module=$(cat "$2") || { echo "FAIL: cannot read $2"; exit 1; }
-case $engine in
-  wasmtime) runner=${WASMTIME_RUNNER:-} ;;
-  node) runner=${NODE_RUNNER:-} ;;
-  *) echo "suite.sh: unknown engine $engine" >&2; exit 2 ;;
-esac
-if [ -z "$runner" ]; then
-  echo "SKIP: no $engine runner was found at configure time; install it as the README's WebAssembly section says and re-run configure"
-  exit 77
-fi
+. "$(dirname "$0")/engine.sh"
+engine_runner "$engine"
 list=$($runner "$module" --list)
 case $? in
   0) ;;
