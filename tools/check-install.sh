@@ -82,6 +82,20 @@ functions=$(sed -n 's/^OSMEM_EXTERN[^(]*[^A-Za-z0-9_]\([A-Za-z_][A-Za-z0-9_]*\)[
 header_version=$(sed -n 's/^#define OSMEM_VERSION_\(MAJOR\|MINOR\|PATCH\) \([0-9]*\).*/\2/p' include/osmem.h |
   paste -sd. -)
 
+# check_installed PREFIX LABEL WHAT FILE...: every FILE is under PREFIX.
+check_installed() {
+  ci_prefix=$1 ci_label=$2 ci_what=$3 absent=
+  shift 3
+  for f in "$@"; do
+    [ -e "$ci_prefix/$f" ] || absent="$absent $f"
+  done
+  if [ -z "$absent" ]; then
+    pass "$ci_label: the prefix holds $ci_what"
+  else
+    fail "$ci_label: not installed:$absent"
+  fi
+}
+
 # check_man PREFIX LABEL: every function's page is found, and man renders.
 check_man() {
   mp="$1/share/man"
@@ -141,16 +155,9 @@ else
 fi
 
 # What the README says `make install` installs, and the manual pages.
-absent=
-for f in include/osmem.h include/osmem-config.h lib/libosmem.so lib/libosmem.a \
-         lib/pkgconfig/osmem.pc bin/osmem-info share/man/man3/osmem.3; do
-  [ -e "$prefix/$f" ] || absent="$absent $f"
-done
-if [ -z "$absent" ]; then
-  pass "native: the prefix holds the headers, both libraries, osmem.pc, osmem-info, the manual pages"
-else
-  fail "native: not installed:$absent"
-fi
+check_installed "$prefix" native "the headers, both libraries, osmem.pc, osmem-info, the manual pages" \
+  include/osmem.h include/osmem-config.h lib/libosmem.so lib/libosmem.a \
+  lib/pkgconfig/osmem.pc bin/osmem-info share/man/man3/osmem.3
 
 export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
 libdir=$(pkg-config --variable=libdir osmem 2>/dev/null)
@@ -261,16 +268,9 @@ else
   fi
   finish
 fi
-absent=
-for f in include/osmem.h include/osmem-config.h lib/libosmem.a lib/pkgconfig/osmem.pc \
-         share/man/man3/osmem.3; do
-  [ -e "$wprefix/$f" ] || absent="$absent $f"
-done
-if [ -z "$absent" ]; then
-  pass "wasm: the prefix holds the headers, libosmem.a, osmem.pc, the manual pages"
-else
-  fail "wasm: not installed:$absent"
-fi
+check_installed "$wprefix" wasm "the headers, libosmem.a, osmem.pc, the manual pages" \
+  include/osmem.h include/osmem-config.h lib/libosmem.a lib/pkgconfig/osmem.pc \
+  share/man/man3/osmem.3
 check_man "$wprefix" wasm
 
 # The compiler and runner configure chose (as tools/check-wasm.sh reads them).
